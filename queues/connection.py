@@ -1,0 +1,68 @@
+"""Connecting to Redis from a URL.
+
+``redis://``, ``rediss://`` (TLS) and ``user:password@`` (ACL) are understood by redis-py's
+``from_url``; this module adds the defaults seawall relies on (bytes replies, so that a
+stream entry holding invalid UTF-8 cannot break a whole batch; keep-alive; health checks)
+and :func:`redact`, so that no log line or error message ever shows the password.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+
+DEFAULT_URL = "redis://localhost:6379/0"
+ENV_VAR = "SEAWALL_REDIS_URL"
+
+
+def resolve_url(cli_url: str | None = None, app_url: str | None = None) -> str:
+    """``--redis-url`` beats ``SEAWALL_REDIS_URL``, which beats the app's, then the default."""
+    return cli_url or os.environ.get(ENV_VAR) or app_url or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***`` (user names are kept)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid redis url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _options(max_connections: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "socket_connect_timeout": 5,
+    }
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    return options
+
+
+def connect(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
+    """An asyncio client with its own connection pool (one per worker pool: a bulkhead)."""
+    try:
+        return aioredis.Redis.from_url(url, **_options(max_connections))
+    except ValueError as exc:
+        raise ValueError(f"invalid Redis URL {redact(url)}: {exc}") from None
+
+
+def connect_sync(url: str, *, max_connections: int | None = None) -> redis.Redis:
+    """A blocking client, for producers in synchronous code and for the CLI."""
+    try:
+        return redis.Redis.from_url(url, **_options(max_connections))
+    except ValueError as exc:
+        raise ValueError(f"invalid Redis URL {redact(url)}: {exc}") from None

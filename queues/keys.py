@@ -1,0 +1,94 @@
+"""Every Redis key seawall uses is built here, and only here.
+
+A user's stream keeps the name the user gave it (``orders``). Every key derived from a
+stream carries that name as a hash tag (``{orders}``), so all of them hash to the stream's
+slot and one Lua script may touch them all, on a single Redis or on a Redis Cluster.
+
+=========================================  ======  ==============================================
+key                                        type    what
+=========================================  ======  ==============================================
+``orders``                                 stream  the user's stream; any producer may XADD to it
+``seawall:{orders}:retry:<handler>``       stream  redeliveries for one handler only (due retries,
+                                                   replays)
+``seawall:{orders}:delayed:<handler>``     zset    retries waiting for their time; score = due ms
+``seawall:{orders}:dlq:<handler>``         stream  dead letters of one handler
+``seawall:{orders}:breaker:<handler>``     hash    the handler's circuit breaker, fleet-wide
+``seawall:{orders}:done:<handler>:<id>``   string  idempotency marker: message <id> completed
+``seawall:registry``                       hash    handler name -> JSON (stream, pool, app, ...)
+``seawall:processes``                      hash    consumer name -> JSON heartbeat (pool, pid, host,
+                                                   seen_at ms); read by ``status``
+=========================================  ======  ==============================================
+
+One consumer group per handler, named after the handler, on both the user's stream and the
+handler's retry stream. Retries and replays never go back to the user's stream: that would
+hand the message again to every healthy handler on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "seawall"
+REGISTRY = f"{PREFIX}:registry"
+PROCESSES = f"{PREFIX}:processes"
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not value:
+        raise ValueError(f"{kind} name must not be empty")
+    if "{" in value or "}" in value:
+        raise ValueError(
+            f"{kind} name {value!r} must not contain '{{' or '}}': seawall uses the stream "
+            "name as a Redis Cluster hash tag"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerKeys:
+    """The keys one handler owns on one stream."""
+
+    stream: str
+    handler: str
+
+    def __post_init__(self) -> None:
+        _check_name("stream", self.stream)
+        _check_name("handler", self.handler)
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:{{{self.stream}}}"
+
+    @property
+    def group(self) -> str:
+        """The consumer group: the handler's name, on the stream and on the retry stream."""
+        return self.handler
+
+    @property
+    def retry(self) -> str:
+        return f"{self._base}:retry:{self.handler}"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self._base}:delayed:{self.handler}"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self._base}:dlq:{self.handler}"
+
+    @property
+    def breaker(self) -> str:
+        return f"{self._base}:breaker:{self.handler}"
+
+    def done(self, message_id: str) -> str:
+        """Idempotency marker of one message for this handler."""
+        return f"{self._base}:done:{self.handler}:{message_id}"
+
+    @property
+    def read_streams(self) -> tuple[str, str]:
+        """The two streams a handler's consumers read: the user's and its own retry stream."""
+        return (self.stream, self.retry)
+
+
+def handler_keys(stream: str, handler: str) -> HandlerKeys:
+    return HandlerKeys(stream, handler)

@@ -1,0 +1,1 @@
+"""The Lua scripts, one file per atomic operation; see ``queues.scripts`` for the loader."""

@@ -1,0 +1,160 @@
+"""Consumer-group operations on the streams a handler reads.
+
+A handler's consumers read two streams with one XREADGROUP: the user's stream and the
+handler's retry stream, under one group named after the handler. Acks for a batch go in one
+pipeline. Entries of a consumer that died are taken over with XAUTOCLAIM; entries a handler
+is still working on are kept fresh with XCLAIM ... JUSTID, so nobody else takes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from queues.envelope import Envelope
+
+
+def _s(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
+    """Create ``group`` on ``stream`` from its first entry (MKSTREAM); True if it was new.
+
+    A new group starts at ``0`` so messages published before the first worker started are
+    handled, as a user of any job queue expects.
+    """
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+    return True
+
+
+def parse_read_reply(reply: Any) -> list[Envelope]:
+    """XREADGROUP's reply (RESP2 list or RESP3 dict) as envelopes; deleted entries are skipped
+    by the caller through :func:`deleted_ids`."""
+    out: list[Envelope] = []
+    items = reply.items() if isinstance(reply, dict) else (reply or [])
+    for stream_raw, entries in items:
+        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
+            entries = entries[0]
+        stream = _s(stream_raw)
+        for entry_id, fields in entries:
+            out.append(Envelope(stream, _s(entry_id), fields if fields is not None else {}))
+    return out
+
+
+async def read_group(
+    client: aioredis.Redis,
+    group: str,
+    consumer: str,
+    streams: Sequence[str],
+    *,
+    count: int,
+    block_ms: int | None,
+    history: bool = False,
+) -> list[Envelope]:
+    """One XREADGROUP over ``streams``: new entries (``>``), or with ``history`` this
+    consumer's own pending ones (``0``), which is how a restarted consumer recovers at once."""
+    start = "0" if history else ">"
+    reply = await client.xreadgroup(
+        group, consumer, dict.fromkeys(streams, start), count=count, block=block_ms
+    )
+    return parse_read_reply(reply)
+
+
+def queue_acks(pipe: Any, group: str, acks: dict[str, list[str]]) -> None:
+    """Add one XACK per stream to ``pipe`` (the caller executes it with its other commands)."""
+    for stream, ids in acks.items():
+        if ids:
+            pipe.xack(stream, group, *ids)
+
+
+async def ack(client: aioredis.Redis, group: str, acks: dict[str, list[str]]) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        queue_acks(pipe, group, acks)
+        await pipe.execute()
+
+
+async def keep_fresh(
+    client: aioredis.Redis, group: str, consumer: str, by_stream: dict[str, list[str]]
+) -> None:
+    """Reset the idle time of entries still being handled (XCLAIM to ourselves, JUSTID,
+    which does not count as a delivery), so XAUTOCLAIM elsewhere never takes them."""
+    async with client.pipeline(transaction=False) as pipe:
+        for stream, ids in by_stream.items():
+            if ids:
+                pipe.xclaim(stream, group, consumer, 0, ids, justid=True)
+        await pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    entries: list[Envelope]
+    deleted: list[str]
+    """Ids of pending entries whose data was trimmed away; nothing is left to handle."""
+
+
+async def autoclaim(
+    client: aioredis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    *,
+    min_idle_ms: int,
+    count: int,
+) -> Claimed:
+    """Take over entries idle longer than ``min_idle_ms`` (their consumer is presumed dead)."""
+    reply = await client.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
+    entries_raw = reply[1] if len(reply) > 1 else []
+    deleted_raw = reply[2] if len(reply) > 2 else []
+    entries = [
+        Envelope(stream, _s(eid), fields) for eid, fields in entries_raw if fields is not None
+    ]
+    return Claimed(entries, [_s(d) for d in deleted_raw])
+
+
+async def claim(
+    client: aioredis.Redis, stream: str, group: str, consumer: str, ids: Iterable[str]
+) -> list[Envelope]:
+    """Take over specific entries now, whatever their idle time (a dead consumer's, known
+    to the supervisor)."""
+    ids = list(ids)
+    if not ids:
+        return []
+    reply = await client.xclaim(stream, group, consumer, 0, ids)
+    return [Envelope(stream, _s(eid), fields) for eid, fields in reply if fields is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+async def pending_of(
+    client: aioredis.Redis,
+    stream: str,
+    group: str,
+    *,
+    consumer: str | None = None,
+    min_idle_ms: int | None = None,
+    count: int = 100,
+) -> list[PendingEntry]:
+    rows = await client.xpending_range(
+        stream, group, min="-", max="+", count=count, consumername=consumer, idle=min_idle_ms
+    )
+    return [
+        PendingEntry(_s(r["message_id"]), _s(r["consumer"]), int(r["time_since_delivered"]),
+                     int(r["times_delivered"]))
+        for r in rows
+    ]

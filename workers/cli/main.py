@@ -1,0 +1,22 @@
+"""``seawall``: the command line. Exit codes: 0 ok, 1 failure, 2 usage error."""
+
+from __future__ import annotations
+
+import click
+
+from workers.cli.breaker import breaker
+from workers.cli.dlq import dlq
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="seawall")
+def cli() -> None:
+    """seawall: Redis Streams workers with bulkheads, circuit breakers and dead letters."""
+
+
+cli.add_command(dlq)
+cli.add_command(breaker)
+
+
+def main() -> None:
+    cli(prog_name="seawall")
