@@ -6,6 +6,9 @@ import click
 
 from workers.cli.breaker import breaker
 from workers.cli.dlq import dlq
+from workers.cli.publish import publish
+from workers.cli.run import run
+from workers.cli.status import status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,8 +17,8 @@ def cli() -> None:
     """seawall: Redis Streams workers with bulkheads, circuit breakers and dead letters."""
 
 
-cli.add_command(dlq)
-cli.add_command(breaker)
+for command in (run, publish, status, dlq, breaker):
+    cli.add_command(command)
 
 
 def main() -> None:

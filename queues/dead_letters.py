@@ -1,0 +1,380 @@
+"""Dead letters: each handler's stream of messages that failed for good.
+
+A dead letter is the original entry's fields, every one kept, plus metadata fields whose
+names start with ``dlq_`` (see :data:`METADATA_FIELDS`). Keeping the original fields is what
+makes a replay exact; the prefix is what lets the replay strip the metadata again.
+
+Every move is one Lua script: :func:`dead_letter` acks and appends (the message is never in
+both places nor in neither), :func:`replay` moves dead letters to the handler's own retry
+stream and deletes them (a replay killed half-way and run again neither loses nor doubles).
+Reading (:func:`iter_dead_letters` and friends) pages through the stream with XRANGE /
+XREVRANGE; the entry ids are the times the messages were dead-lettered, so a time range is
+an id range, not a scan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from queues.delayed import Fields, flatten
+from queues.envelope import ID, PAYLOAD
+from queues.scripts import LuaScript
+
+_DEAD_LETTER = LuaScript("dead_letter")
+_REPLAY = LuaScript("replay")
+
+#: Metadata field names; all start with this prefix, which no message field may use.
+PREFIX = "dlq_"
+HANDLER = "dlq_handler"
+STREAM = "dlq_stream"
+ENTRY_ID = "dlq_entry_id"
+"""The message's entry id on the user's stream (its origin, across retries)."""
+ATTEMPTS = "dlq_attempts"
+ERROR_TYPE = "dlq_error_type"
+ERROR = "dlq_error"
+TRACEBACK = "dlq_traceback"
+FIRST_FAILED_AT = "dlq_first_failed_at"
+FAILED_AT = "dlq_failed_at"
+CONSUMER = "dlq_consumer"
+HOST = "dlq_host"
+REASON = "dlq_reason"
+METADATA_FIELDS = (
+    HANDLER, STREAM, ENTRY_ID, ATTEMPTS, ERROR_TYPE, ERROR, TRACEBACK, FIRST_FAILED_AT,
+    FAILED_AT, CONSUMER, HOST, REASON,
+)
+
+#: Tracebacks keep their last this many characters (the frame that raised is at the end).
+TRACEBACK_LIMIT = 4000
+#: Error messages keep their first this many characters.
+ERROR_LIMIT = 1000
+#: Ids per replay script call, and entries per XRANGE page: small, so Redis never stalls.
+BATCH = 100
+
+_ENTRY_ID = re.compile(r"^\d+(-\d+)?$")
+
+
+def check_entry_id(entry_id: str) -> str:
+    """``entry_id`` if it looks like a stream id (``1700000000000-0``), else ValueError."""
+    if not _ENTRY_ID.match(entry_id):
+        raise ValueError(f"{entry_id!r} is not a stream entry id (like 1700000000000-0)")
+    return entry_id
+
+
+def _tail(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def _head(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dead_letter_fields(
+    original_fields: Fields,
+    *,
+    handler: str,
+    stream: str,
+    origin_entry_id: str,
+    attempts: int,
+    error_type: str,
+    error: str,
+    traceback: str,
+    first_failed_at_ms: int | None,
+    failed_at_ms: int,
+    consumer: str,
+    host: str,
+    reason: str,
+) -> dict[bytes, bytes]:
+    """The dead letter's fields: the original ones (any stale ``dlq_*`` dropped) plus the
+    metadata. The traceback keeps its tail, the error message its head."""
+    out: dict[bytes, bytes] = {}
+    for name, value in original_fields.items():
+        key = name if isinstance(name, bytes) else name.encode()
+        if not key.startswith(PREFIX.encode()):
+            out[key] = value if isinstance(value, bytes) else value.encode()
+    meta = {
+        HANDLER: handler,
+        STREAM: stream,
+        ENTRY_ID: origin_entry_id,
+        ATTEMPTS: str(attempts),
+        ERROR_TYPE: error_type,
+        ERROR: _head(error, ERROR_LIMIT),
+        TRACEBACK: _tail(traceback, TRACEBACK_LIMIT),
+        FIRST_FAILED_AT: str(first_failed_at_ms if first_failed_at_ms is not None
+                             else failed_at_ms),
+        FAILED_AT: str(failed_at_ms),
+        CONSUMER: consumer,
+        HOST: host,
+        REASON: reason,
+    }
+    out.update({k.encode(): v.encode("utf-8", "replace") for k, v in meta.items()})
+    return out
+
+
+async def dead_letter(
+    client_or_pipe: aioredis.Redis,
+    *,
+    source_stream: str,
+    group: str,
+    entry_id: str,
+    dlq_key: str,
+    fields: Fields,
+    drop_source: bool = False,
+) -> bool:
+    """XACK ``entry_id`` on ``source_stream`` and XADD ``fields`` (see
+    :func:`dead_letter_fields`) to ``dlq_key``, in one script. False if the entry was
+    already acked: nothing is added, the message is not dead-lettered twice.
+
+    ``drop_source`` also XDELs the entry (for the handler's own retry stream). On a pipeline
+    the script is only queued and this returns True; ``execute()``'s reply holds the new
+    dead letter's id, or None.
+    """
+    args: list[Any] = [group, entry_id, "1" if drop_source else "0", *flatten(fields)]
+    reply = await _DEAD_LETTER(client_or_pipe, [source_stream, dlq_key], args)
+    if isinstance(reply, Pipeline):
+        return True
+    return reply is not None
+
+
+async def replay(
+    client: aioredis.Redis, *, dlq_key: str, retry_stream: str, entry_ids: Iterable[str]
+) -> list[str]:
+    """Move the dead letters ``entry_ids`` to ``retry_stream`` (the handler's own), in
+    batches of :data:`BATCH`, each batch one script. Returns the ids moved; ids no longer
+    in the stream are skipped. The redelivery has ``attempt`` 1, no ``first_failed_at``, its
+    ``origin_entry_id`` and ``replayed_from`` = the dead letter's id."""
+    ids = [check_entry_id(i) for i in entry_ids]
+    done: list[str] = []
+    for start in range(0, len(ids), BATCH):
+        reply = await _REPLAY(client, [dlq_key, retry_stream], ids[start : start + BATCH])
+        done.extend(_s(r) for r in reply)
+    return done
+
+
+async def purge(client: aioredis.Redis, *, dlq_key: str, entry_ids: Iterable[str]) -> int:
+    """XDEL dead letters for good (one key, so no script is needed); returns how many."""
+    ids = [check_entry_id(i) for i in entry_ids]
+    removed = 0
+    for start in range(0, len(ids), BATCH):
+        removed += int(await client.xdel(dlq_key, *ids[start : start + BATCH]))
+    return removed
+
+
+def _s(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead letter, parsed. ``fields`` are the original message's, without metadata."""
+
+    entry_id: str
+    handler: str
+    stream: str
+    origin_entry_id: str
+    attempts: int
+    error_type: str
+    error: str
+    traceback: str
+    first_failed_at_ms: int | None
+    failed_at_ms: int
+    consumer: str
+    host: str
+    reason: str
+    fields: dict[bytes, bytes]
+
+    @property
+    def payload(self) -> bytes | None:
+        return self.fields.get(PAYLOAD)
+
+    @property
+    def message_id(self) -> str:
+        raw = self.fields.get(ID)
+        return _s(raw) if raw else self.origin_entry_id
+
+    def payload_json(self) -> Any:
+        """The payload parsed as JSON, or its text when it is not JSON (None if absent)."""
+        raw = self.payload
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view, for ``--json`` output."""
+        return {
+            "id": self.entry_id,
+            "handler": self.handler,
+            "stream": self.stream,
+            "origin_entry_id": self.origin_entry_id,
+            "message_id": self.message_id,
+            "attempts": self.attempts,
+            "error_type": self.error_type,
+            "error": self.error,
+            "reason": self.reason,
+            "first_failed_at_ms": self.first_failed_at_ms,
+            "failed_at_ms": self.failed_at_ms,
+            "consumer": self.consumer,
+            "host": self.host,
+            "traceback": self.traceback,
+            "payload": self.payload_json(),
+            "headers": {
+                _s(k): _s(v) for k, v in self.fields.items() if k != PAYLOAD
+            },
+        }
+
+
+def _time_of(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def parse_dead_letter(entry_id: str | bytes, fields: Mapping[bytes, bytes]) -> DeadLetter:
+    """A dead-letter entry as read from the stream (bytes fields). Missing metadata
+    (an entry some other tool wrote) reads as empty, never as an error."""
+    eid = _s(entry_id)
+    meta = {_s(k): _s(v) for k, v in fields.items() if k.startswith(PREFIX.encode())}
+    original = {k: v for k, v in fields.items() if not k.startswith(PREFIX.encode())}
+    return DeadLetter(
+        entry_id=eid,
+        handler=meta.get(HANDLER, ""),
+        stream=meta.get(STREAM, ""),
+        origin_entry_id=meta.get(ENTRY_ID, ""),
+        attempts=_int(meta.get(ATTEMPTS)) or 0,
+        error_type=meta.get(ERROR_TYPE, ""),
+        error=meta.get(ERROR, ""),
+        traceback=meta.get(TRACEBACK, ""),
+        first_failed_at_ms=_int(meta.get(FIRST_FAILED_AT)),
+        failed_at_ms=_int(meta.get(FAILED_AT)) or _time_of(eid),
+        consumer=meta.get(CONSUMER, ""),
+        host=meta.get(HOST, ""),
+        reason=meta.get(REASON, ""),
+        fields=original,
+    )
+
+
+async def get_dead_letter(
+    client: aioredis.Redis, *, dlq_key: str, entry_id: str
+) -> DeadLetter | None:
+    rows: Any = await client.xrange(dlq_key, check_entry_id(entry_id), entry_id, count=1)
+    return parse_dead_letter(rows[0][0], rows[0][1]) if rows else None
+
+
+async def iter_dead_letters(
+    client: aioredis.Redis,
+    *,
+    dlq_key: str,
+    error_type: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+    page_size: int = BATCH,
+) -> AsyncIterator[DeadLetter]:
+    """Dead letters of one handler, oldest first (or newest first), filtered by error type
+    and by the time they were dead-lettered (``since_ms`` <= t <= ``until_ms``), at most
+    ``limit`` of them; read in pages of ``page_size``."""
+    low = "-" if since_ms is None else str(max(0, since_ms))
+    high = "+" if until_ms is None else str(max(0, until_ms))
+    yielded = 0
+    while limit is None or yielded < limit:
+        rows: Any
+        if newest_first:
+            rows = await client.xrevrange(dlq_key, high, low, count=page_size)
+        else:
+            rows = await client.xrange(dlq_key, low, high, count=page_size)
+        if not rows:
+            return
+        for raw_id, fields in rows:
+            letter = parse_dead_letter(raw_id, fields)
+            if error_type is not None and letter.error_type != error_type:
+                continue
+            yield letter
+            yielded += 1
+            if limit is not None and yielded >= limit:
+                return
+        last = _s(rows[-1][0])
+        if newest_first:
+            high = f"({last}"
+        else:
+            low = f"({last}"
+        if len(rows) < page_size:
+            return
+
+
+async def list_dead_letters(
+    client: aioredis.Redis,
+    *,
+    dlq_key: str,
+    error_type: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> list[DeadLetter]:
+    """:func:`iter_dead_letters` as a list."""
+    return [
+        letter
+        async for letter in iter_dead_letters(
+            client, dlq_key=dlq_key, error_type=error_type, since_ms=since_ms,
+            until_ms=until_ms, limit=limit, newest_first=newest_first,
+        )
+    ]
+
+
+async def count_dead_letters(
+    client: aioredis.Redis,
+    *,
+    dlq_key: str,
+    error_type: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> int:
+    """How many dead letters match; without filters just XLEN (no reading)."""
+    if error_type is None and since_ms is None and until_ms is None:
+        return int(await client.xlen(dlq_key))
+    n = 0
+    async for _ in iter_dead_letters(client, dlq_key=dlq_key, error_type=error_type,
+                                     since_ms=since_ms, until_ms=until_ms):
+        n += 1
+    return n
+
+
+async def count_by_error_type(client: aioredis.Redis, *, dlq_key: str) -> dict[str, int]:
+    """Dead letters of one handler counted by error type, most frequent first."""
+    counts: Counter[str] = Counter()
+    async for letter in iter_dead_letters(client, dlq_key=dlq_key):
+        counts[letter.error_type or "?"] += 1
+    return dict(counts.most_common())
+
+
+__all__ = [
+    "METADATA_FIELDS",
+    "DeadLetter",
+    "check_entry_id",
+    "count_by_error_type",
+    "count_dead_letters",
+    "dead_letter",
+    "dead_letter_fields",
+    "get_dead_letter",
+    "iter_dead_letters",
+    "list_dead_letters",
+    "parse_dead_letter",
+    "purge",
+    "replay",
+]

@@ -1,0 +1,180 @@
+"""The application object: pools, handlers, and producing messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from queues import producer
+from queues.connection import connect, connect_sync, resolve_url
+from queues.envelope import encode
+from workers.errors import ConfigError
+from workers.handler import HandlerSpec, build_spec
+from workers.pool_config import PoolConfig
+from workers.registry import HandlerRecord
+
+F = TypeVar("F", bound=Callable[..., Any])
+Payload = BaseModel | Mapping[str, Any] | str | bytes
+
+
+class App:
+    """A set of pools and handlers, and a producer.
+
+    The Redis URL is, in order: ``--redis-url``, ``SEAWALL_REDIS_URL``, ``App(redis_url=)``,
+    ``redis://localhost:6379/0``.
+    """
+
+    def __init__(self, name: str, *, redis_url: str | None = None) -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigError("App needs a name: App('shop')")
+        self.name = name
+        self.redis_url = redis_url
+        self.pools: dict[str, PoolConfig] = {"default": PoolConfig("default")}
+        self._declared_pools: set[str] = set()
+        self.handlers: dict[str, HandlerSpec] = {}
+        self._sync_client: redis.Redis | None = None
+        self._async_clients: dict[int, aioredis.Redis] = {}
+
+    # -- declaring ---------------------------------------------------------------------
+
+    def pool(self, name: str, **options: Any) -> PoolConfig:
+        """Declare a bulkhead. Pools named by handlers but never declared get the defaults."""
+        if name in self._declared_pools:
+            raise ConfigError(f"pool {name!r} is declared twice; declare each pool once")
+        config = PoolConfig.build(name, options)
+        self.pools[name] = config
+        self._declared_pools.add(name)
+        return config
+
+    def handler(self, stream: str, **options: Any) -> Callable[[F], F]:
+        """Register a handler for ``stream``; see :func:`workers.handler.build_spec`."""
+
+        def register(func: F) -> F:
+            spec = build_spec(func, stream, options)
+            if spec.name in self.handlers:
+                other = self.handlers[spec.name]
+                raise ConfigError(
+                    f"handler name {spec.name!r} is used twice (streams {other.stream!r} and "
+                    f"{stream!r}); give one of them another name with "
+                    f"@app.handler({stream!r}, name='...')"
+                )
+            if spec.pool not in self.pools:
+                self.pools[spec.pool] = PoolConfig(spec.pool)
+            self.handlers[spec.name] = spec
+            return func
+
+        return register
+
+    def handlers_of(self, pool: str) -> list[HandlerSpec]:
+        return [h for h in self.handlers.values() if h.pool == pool]
+
+    def records(self) -> list[HandlerRecord]:
+        """What the registry in Redis says about each handler (read by the CLI)."""
+        return self.records_of(None)
+
+    def records_of(self, pool: str | None) -> list[HandlerRecord]:
+        out = []
+        for spec in self.handlers.values():
+            if pool is not None and spec.pool != pool:
+                continue
+            pool = self.pools[spec.pool]
+            breaker = spec.breaker
+            out.append(
+                HandlerRecord(
+                    name=spec.name,
+                    stream=spec.stream,
+                    pool=spec.pool,
+                    app=self.name,
+                    claim_after=spec.claim_after or pool.claim_after,
+                    max_deliveries=spec.max_deliveries or pool.max_deliveries,
+                    breaker=breaker.to_record() if hasattr(breaker, "to_record") else None,
+                )
+            )
+        return out
+
+    # -- producing ---------------------------------------------------------------------
+
+    def url(self, override: str | None = None) -> str:
+        return resolve_url(override, self.redis_url)
+
+    @property
+    def sync_client(self) -> redis.Redis:
+        if self._sync_client is None:
+            self._sync_client = connect_sync(self.url())
+        return self._sync_client
+
+    @property
+    def async_client(self) -> aioredis.Redis:
+        """One client per event loop: a client's connections belong to the loop that made them."""
+        loop = id(asyncio.get_running_loop())
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = connect(self.url())
+            self._async_clients[loop] = client
+        return client
+
+    def publish(
+        self,
+        stream: str,
+        payload: Payload,
+        *,
+        type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Publish one message (blocking); returns its message id."""
+        fields = encode(payload, type=type, message_id=message_id, correlation_id=correlation_id,
+                        causation_id=causation_id, headers=headers)
+        producer.publish_fields(self.sync_client, stream, fields)
+        return str(fields["id"])
+
+    async def apublish(
+        self,
+        stream: str,
+        payload: Payload,
+        *,
+        type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Publish one message from async code; returns its message id."""
+        fields = encode(payload, type=type, message_id=message_id, correlation_id=correlation_id,
+                        causation_id=causation_id, headers=headers)
+        await producer.apublish_fields(self.async_client, stream, fields)
+        return str(fields["id"])
+
+    def publish_many(self, stream: str, payloads: Iterable[Payload], *,
+                     type: str | None = None) -> list[str]:
+        """Publish many messages in one pipelined round trip; returns their message ids."""
+        batch = [encode(p, type=type) for p in payloads]
+        producer.publish_many(self.sync_client, stream, batch)
+        return [str(f["id"]) for f in batch]
+
+    async def apublish_many(self, stream: str, payloads: Iterable[Payload], *,
+                            type: str | None = None) -> list[str]:
+        batch = [encode(p, type=type) for p in payloads]
+        await producer.apublish_many(self.async_client, stream, batch)
+        return [str(f["id"]) for f in batch]
+
+    def close(self) -> None:
+        if self._sync_client is not None:
+            self._sync_client.close()
+            self._sync_client = None
+
+    async def aclose(self) -> None:
+        for client in self._async_clients.values():
+            await client.aclose()
+        self._async_clients.clear()
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, pools={sorted(self.pools)}, handlers={sorted(self.handlers)})"

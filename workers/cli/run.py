@@ -1,0 +1,51 @@
+"""``seawall run APP``: start the supervisor and every pool (or the ``--pool`` ones)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from queues.connection import redact
+from workers import logs
+from workers.cli.common import redis_url_option
+from workers.errors import ConfigError
+from workers.loader import load_app
+from workers.supervisor import Supervisor
+
+
+@click.command()
+@click.argument("app_path", metavar="APP")
+@click.option("--pool", "pools", multiple=True, metavar="NAME",
+              help="Run only this pool (repeatable). Default: every pool.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Override every selected pool's concurrency.")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Override every selected pool's number of processes.")
+@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds running handlers get to finish after the first SIGTERM/SIGINT.")
+@click.option("--log-level", default="INFO", show_default=True)
+@redis_url_option
+def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
+        processes: int | None, grace: float, log_level: str, redis_url: str | None) -> None:
+    """Run the pools of APP (module:attribute), e.g. `seawall run shop.app:app`."""
+    logs.configure(log_level, role="supervisor")
+    try:
+        app = load_app(app_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    unknown = [p for p in pools if p not in app.pools]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown pool(s) {', '.join(unknown)}; this app has: {', '.join(sorted(app.pools))}",
+            param_hint="--pool")
+    selected = list(pools) or [p for p in app.pools if app.handlers_of(p)]
+    if not selected:
+        raise click.UsageError(f"{app_path} registers no handlers: nothing to run")
+    slots = {p: processes or app.pools[p].processes for p in selected}
+    url = app.url(redis_url)
+    click.echo(f"seawall: running {app.name} pools {', '.join(f'{p}x{n}' for p, n in slots.items())}"
+               f" against {redact(url)}", err=True)
+    supervisor = Supervisor(app_path, slots, redis_url=url, grace=grace,
+                            concurrency=concurrency, log_level=log_level)
+    sys.exit(supervisor.run())

@@ -1,0 +1,47 @@
+"""``seawall status``: every handler's backlog and every pool's live processes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from workers.cli.common import redis_url_option, sync_client
+from workers.cli.table import render_table
+from workers.status import StatusReport, collect
+
+
+def render(report: StatusReport) -> str:
+    if not report.handlers:
+        return "no handlers registered yet: start an app with `seawall run module:app`"
+    rows = [[h.name, h.stream, h.pool, "-" if h.lag is None else str(h.lag), str(h.pending),
+             str(h.retry_pending), str(h.delayed), str(h.dead_letters), str(h.consumers),
+             h.breaker or "-"] for h in report.handlers]
+    out = render_table(["handler", "stream", "pool", "lag", "pending", "retrying", "delayed",
+                        "dead", "consumers", "breaker"], rows)
+    pool_rows = [[p.app, p.name, str(p.alive), str(len(p.processes))] for p in report.pools]
+    if pool_rows:
+        out += "\n\n" + render_table(["app", "pool", "alive", "known processes"], pool_rows)
+    return out
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--watch", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
+              help="Refresh every SECONDS until interrupted.")
+@redis_url_option
+def status(as_json: bool, watch: float | None, redis_url: str | None) -> None:
+    """Per handler: stream, pool, group lag, pending, retries, dead letters; per pool: processes."""
+    client = sync_client(redis_url)
+    while True:
+        report = collect(client)
+        if as_json:
+            click.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            if watch:
+                click.clear()
+            click.echo(render(report))
+        if not watch:
+            return
+        time.sleep(watch)

@@ -1,0 +1,208 @@
+"""A running pool: one bulkhead inside one OS process.
+
+It owns its Redis client (its own connection pool), its concurrency limiter, its thread
+pool for sync handlers, and one :class:`~workers.consumer.HandlerConsumer` per handler.
+Stopping is two-step (see :mod:`workers.signals`): the first request stops fetching and
+lets running messages finish within the grace period; the second cancels them. Messages
+fetched but not started stay pending and are recovered by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from queues import streams
+from queues.connection import connect, redact
+from queues.keys import PROCESSES
+from workers import failures, recovery
+from workers.acker import AckBatcher
+from workers.app import App
+from workers.consumer import HandlerConsumer
+from workers.limiter import CapacityLimiter, PoolStatistics
+from workers.pool_config import PoolConfig
+from workers.registry import write_registry
+
+log = logging.getLogger("seawall.pool")
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+HEARTBEAT_SECONDS = 5.0
+reconnect_wait = wait_exponential_jitter(initial=0.1, max=5.0)
+"""tenacity's strategy for waiting between attempts to reach Redis again."""
+
+
+def consumer_name(app: str, pool: str, slot: int, host: str | None = None) -> str:
+    """Stable per (host, pool, slot): a restarted process takes its predecessor's entries."""
+    return f"{app}:{pool}:{host or socket.gethostname()}:{slot}"
+
+
+def _reconnect_delay(failures: int) -> float:
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = failures
+    return float(reconnect_wait(state))
+
+
+class Pool:
+    """One pool's runtime in this process."""
+
+    def __init__(self, app: App, config: PoolConfig, *, slot: int = 0,
+                 redis_url: str | None = None) -> None:
+        self.app = app
+        self.config = config
+        self.slot = slot
+        self.url = app.url(redis_url)
+        self.consumer = consumer_name(app.name, config.name, slot)
+        self.specs = app.handlers_of(config.name)
+        self.limiter = CapacityLimiter(config.concurrency)
+        self.consumers: list[HandlerConsumer] = []
+        self.client: Any = None
+
+    def statistics(self) -> PoolStatistics:
+        """In flight, capacity and waiting fetchers of this bulkhead, right now."""
+        return self.limiter.statistics()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, cancel: asyncio.Event, grace: float = 30.0) -> None:
+        """Serve until ``stop`` is set, then finish within ``grace`` (or at ``cancel``)."""
+        if not self.specs:
+            log.warning("pool has no handlers; nothing to do", extra={"pool": self.config.name})
+        self.client = connect(self.url)
+        executor = ThreadPoolExecutor(self.config.concurrency,
+                                      thread_name_prefix=f"seawall-{self.config.name}")
+        acker = AckBatcher(self.client)
+        self.consumers = [
+            HandlerConsumer(app=self.app, spec=spec, pool=self.config, client=self.client,
+                            consumer=self.consumer, limiter=self.limiter, acker=acker,
+                            executor=executor, on_failure=failures.on_failure)
+            for spec in self.specs
+        ]
+        log.info("pool starting", extra={"pool": self.config.name, "consumer": self.consumer,
+                                         "handlers": [s.name for s in self.specs],
+                                         "redis": redact(self.url), "pid": os.getpid()})
+        acker.start()
+        background = [
+            asyncio.create_task(self._consume(c), name=f"fetch:{c.spec.name}")
+            for c in self.consumers
+        ]
+        background.append(asyncio.create_task(self._keep_fresh(), name="keep-fresh"))
+        background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        try:
+            await stop.wait()
+            log.info("pool stopping: no more fetching", extra={"pool": self.config.name,
+                                                               "grace": grace})
+            for task in background[:len(self.consumers)]:
+                task.cancel()
+            await asyncio.gather(*background[:len(self.consumers)], return_exceptions=True)
+            await self._finish_running(cancel, grace)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await acker.close()
+            try:
+                await self.client.hdel(PROCESSES, self.consumer)
+            except REDIS_DOWN:
+                pass
+            await self.client.aclose()
+            executor.shutdown(wait=False, cancel_futures=True)
+            log.info("pool stopped", extra={"pool": self.config.name,
+                                            "handled": sum(c.handled for c in self.consumers),
+                                            "failed": sum(c.failed for c in self.consumers)})
+
+    async def _finish_running(self, cancel: asyncio.Event, grace: float) -> None:
+        """Let running messages finish until the grace period ends or ``cancel`` is set."""
+        running = [t for c in self.consumers for t in c.tasks]
+        deadline = time.monotonic() + grace
+        told = asyncio.create_task(cancel.wait())
+        try:
+            while not cancel.is_set():
+                pending = [t for t in running if not t.done()]
+                left = deadline - time.monotonic()
+                if not pending or left <= 0:
+                    break
+                await asyncio.wait([*pending, told], timeout=left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            told.cancel()
+        unfinished = [t for t in running if not t.done()]
+        if unfinished:
+            log.warning("cancelling handlers still running; their messages stay pending",
+                        extra={"pool": self.config.name, "count": len(unfinished)})
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _consume(self, consumer: HandlerConsumer) -> None:
+        """Fetch forever; if Redis goes away, wait (tenacity's jittered backoff) and resume."""
+        outages = 0
+        block_ms = int(min(1000.0, consumer.claim_after * 250))
+        claim_every = consumer.claim_after / 2
+        next_claim = time.monotonic() + claim_every
+        recovered = False
+        while True:
+            try:
+                if not recovered:
+                    await consumer.ensure_groups()
+                    await recovery.recover_own(consumer, failures.on_poison)
+                    recovered = True
+                await consumer.fetch(block_ms)
+                outages = 0
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + claim_every
+                    await recovery.claim_abandoned(consumer, failures.on_poison)
+            except REDIS_DOWN as exc:
+                outages += 1
+                delay = _reconnect_delay(outages)
+                log.warning("Redis unreachable; retrying", extra={
+                    "pool": self.config.name, "handler": consumer.spec.name,
+                    "error": repr(exc), "retry_in": round(delay, 2), "attempt": outages})
+                await asyncio.sleep(delay)
+
+    async def _keep_fresh(self) -> None:
+        """Every third of ``claim_after``, reset the idle time of entries still running, so
+        that no other consumer takes over a slow handler's message."""
+        interval = min((c.claim_after for c in self.consumers), default=30.0) / 3
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - interval
+            for c in self.consumers:
+                by_stream: dict[str, list[str]] = {}
+                for (stream, entry_id), started in list(c.in_flight.items()):
+                    if started <= cutoff:
+                        by_stream.setdefault(stream, []).append(entry_id)
+                if by_stream:
+                    try:
+                        await streams.keep_fresh(c.client, c.group, c.consumer, by_stream)
+                    except REDIS_DOWN:
+                        pass
+
+    async def _heartbeat(self) -> None:
+        """Register handlers once, then tell ``status`` every few seconds that we are alive."""
+        registered = False
+        while True:
+            try:
+                if not registered:
+                    await write_registry(self.client, self.app.records_of(self.config.name))
+                    registered = True
+                await self.client.hset(PROCESSES, self.consumer, json.dumps({
+                    "app": self.app.name, "pool": self.config.name, "pid": os.getpid(),
+                    "host": socket.gethostname(), "slot": self.slot,
+                    "seen_at": int(time.time() * 1000), **self._stats_json()}))
+            except REDIS_DOWN:
+                pass
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def _stats_json(self) -> dict[str, int]:
+        s = self.statistics()
+        return {"in_flight": s.in_flight, "capacity": s.capacity, "waiting": s.waiting}

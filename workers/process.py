@@ -1,0 +1,66 @@
+"""The entry point of one pool process, started by the supervisor:
+
+    python -m workers.process APP POOL SLOT [--grace S] [--concurrency N]
+
+The Redis URL comes in ``SEAWALL_REDIS_URL`` (never on the command line, where ``ps`` would
+show its password). The process runs in its own session so that a Ctrl-C on the terminal
+reaches only the supervisor, which forwards it once; if the supervisor disappears, the
+process stops as if told to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from workers import logs
+from workers.errors import ConfigError
+from workers.loader import load_app
+from workers.pool import Pool
+from workers.signals import StopSignals
+
+
+async def _watch_parent(signals: StopSignals, parent: int) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            signals.request("supervisor gone")
+            return
+
+
+async def serve(pool: Pool, grace: float) -> None:
+    signals = StopSignals()
+    signals.install()
+    watcher = asyncio.create_task(_watch_parent(signals, os.getppid()))
+    try:
+        await pool.run(signals.stop, signals.cancel, grace)
+    finally:
+        watcher.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seawall-pool")
+    parser.add_argument("app")
+    parser.add_argument("pool")
+    parser.add_argument("slot", type=int)
+    parser.add_argument("--grace", type=float, default=30.0)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--log-level", default=os.environ.get("SEAWALL_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level, pool=args.pool, slot=args.slot)
+    try:
+        app = load_app(args.app)
+        if args.pool not in app.pools:
+            raise ConfigError(f"app has no pool {args.pool!r}; pools: {sorted(app.pools)}")
+    except ConfigError as exc:
+        print(f"seawall: {exc}", file=sys.stderr)
+        return 2
+    config = app.pools[args.pool].with_concurrency(args.concurrency)
+    asyncio.run(serve(Pool(app, config, slot=args.slot), args.grace))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Taking over entries that were delivered but never finished.
+
+Two sources: this consumer's own pending list when a pool process starts (its previous
+incarnation died or was stopped; consumer names are stable per pool slot, so the
+replacement takes over at once), and entries of other consumers idle past ``claim_after``
+(XAUTOCLAIM ... JUSTID, which does not count a delivery).
+
+Poison messages, the ones that crash their process every time, are told apart by their
+delivery count: an entry already delivered ``max_deliveries`` times is dead-lettered
+instead of delivered again. Entries delivered more than once are run one at a time, least
+delivered first, so one poison message cannot drag the messages fetched with it towards
+the limit: each crash counts against the message that was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from queues import streams
+from queues.envelope import Envelope
+from queues.streams import PendingEntry
+from workers.consumer import HandlerConsumer
+
+log = logging.getLogger("seawall.recovery")
+
+PoisonHandler = Callable[[HandlerConsumer, Envelope, int], Awaitable[None]]
+
+PAGE = 100
+
+
+async def _entries(consumer: HandlerConsumer, stream: str, ids: list[str]) -> list[Envelope]:
+    """Claim ``ids`` to this consumer (counts one delivery each) and return their entries."""
+    return await streams.claim(consumer.client, stream, consumer.group, consumer.consumer, ids)
+
+
+async def _read_unclaimed(consumer: HandlerConsumer, stream: str, entry_id: str) -> Envelope:
+    rows = await consumer.client.xrange(stream, min=entry_id, max=entry_id, count=1)
+    fields = rows[0][1] if rows else {}
+    return Envelope(stream, entry_id, fields)
+
+
+async def recover(
+    consumer: HandlerConsumer, stream: str, pending: list[PendingEntry], on_poison: PoisonHandler
+) -> int:
+    """Run (or dead-letter) pending entries now owned by this consumer; returns how many."""
+    pending = [p for p in pending if (stream, p.entry_id) not in consumer.in_flight]
+    poison = [p for p in pending if p.deliveries >= consumer.max_deliveries]
+    fresh = [p.entry_id for p in pending if p.deliveries <= 1 < consumer.max_deliveries]
+    suspicious = sorted(
+        (p for p in pending if 1 < p.deliveries < consumer.max_deliveries),
+        key=lambda p: p.deliveries,
+    )
+    for entry in poison:
+        envelope = await _read_unclaimed(consumer, stream, entry.entry_id)
+        await on_poison(consumer, envelope, entry.deliveries)
+    for start in range(0, len(fresh), PAGE):
+        chunk = fresh[start:start + PAGE]
+        granted = 0
+        while granted < len(chunk):
+            granted += await consumer.limiter.acquire_up_to(len(chunk) - granted)
+        envelopes = await _entries(consumer, stream, chunk)
+        consumer.limiter.release(len(chunk) - len(envelopes))
+        for envelope in envelopes:
+            consumer.start(envelope)
+    for entry in suspicious:
+        await consumer.limiter.acquire_up_to(1)
+        envelopes = await _entries(consumer, stream, [entry.entry_id])
+        if not envelopes:
+            consumer.limiter.release()
+            continue
+        await asyncio.shield(consumer.start(envelopes[0]))
+    return len(pending)
+
+
+async def recover_own(consumer: HandlerConsumer, on_poison: PoisonHandler) -> int:
+    """At start: everything this consumer name still holds from its previous run."""
+    total = 0
+    for stream in consumer.streams:
+        while True:
+            pending = await streams.pending_of(
+                consumer.client, stream, consumer.group, consumer=consumer.consumer, count=PAGE
+            )
+            pending = [p for p in pending if (stream, p.entry_id) not in consumer.in_flight]
+            if not pending:
+                break
+            total += await recover(consumer, stream, pending, on_poison)
+            # Wait for this page before asking again, or XPENDING would list it once more.
+            await consumer.drain()
+    if total:
+        log.info("recovered pending entries", extra={"handler": consumer.spec.name,
+                                                     "count": total})
+    return total
+
+
+async def claim_abandoned(consumer: HandlerConsumer, on_poison: PoisonHandler) -> int:
+    """Take over entries idle longer than ``claim_after`` (their consumer is gone)."""
+    min_idle = int(consumer.claim_after * 1000)
+    total = 0
+    for stream in consumer.streams:
+        reply = await consumer.client.xautoclaim(
+            stream, consumer.group, consumer.consumer, min_idle, "0-0", count=PAGE, justid=True
+        )
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in (reply[1] or [])]
+        ids = [i for i in ids if (stream, i) not in consumer.in_flight]
+        if not ids:
+            continue
+        async with consumer.client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(stream, consumer.group, min=entry_id, max=entry_id, count=1)
+            rows = await pipe.execute()
+        pending = [
+            PendingEntry(entry_id, consumer.consumer, int(r[0]["time_since_delivered"]),
+                         int(r[0]["times_delivered"]))
+            for entry_id, r in zip(ids, rows, strict=True) if r
+        ]
+        log.info("taking over abandoned entries",
+                 extra={"handler": consumer.spec.name, "stream": stream, "count": len(pending)})
+        total += await recover(consumer, stream, pending, on_poison)
+    return total

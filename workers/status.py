@@ -1,0 +1,105 @@
+"""What ``seawall status`` reports, gathered from Redis alone (no app import needed):
+per handler its stream, pool, group, lag, pending, consumers, delayed retries and dead
+letters; per pool the processes whose heartbeat is recent."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from queues.keys import PROCESSES
+from workers.registry import HandlerRecord, read_registry_sync
+
+ALIVE_WITHIN_MS = 15_000
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerStatus:
+    name: str
+    stream: str
+    pool: str
+    app: str
+    group: str
+    lag: int | None
+    pending: int
+    consumers: int
+    retry_pending: int
+    delayed: int
+    dead_letters: int
+    breaker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    name: str
+    app: str
+    alive: int
+    processes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    handlers: list[HandlerStatus]
+    pools: list[PoolStatus]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"handlers": [asdict(h) for h in self.handlers],
+                "pools": [asdict(p) for p in self.pools]}
+
+
+def _group_info(client: Any, stream: str, group: str) -> dict[str, Any] | None:
+    try:
+        groups = client.xinfo_groups(stream)
+    except Exception:
+        return None
+    for info in groups:
+        name = info.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == group:
+            return dict(info)
+    return None
+
+
+def handler_status(client: Any, record: HandlerRecord, breaker: str | None = None
+                   ) -> HandlerStatus:
+    keys = record.keys
+    main = _group_info(client, record.stream, keys.group) or {}
+    retry = _group_info(client, keys.retry, keys.group) or {}
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.delayed)
+        pipe.xlen(keys.dlq)
+        delayed, dead = pipe.execute()
+    lag = main.get("lag")
+    return HandlerStatus(
+        name=record.name, stream=record.stream, pool=record.pool, app=record.app,
+        group=keys.group, lag=None if lag is None else int(lag),
+        pending=int(main.get("pending", 0)),
+        consumers=int(main.get("consumers", 0)),
+        retry_pending=int(retry.get("pending", 0)) + int(retry.get("lag") or 0),
+        delayed=int(delayed), dead_letters=int(dead), breaker=breaker,
+    )
+
+
+def pool_statuses(client: Any, now_ms: int | None = None) -> list[PoolStatus]:
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    by_pool: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for raw in client.hvals(PROCESSES):
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            continue
+        beat["alive"] = now_ms - int(beat.get("seen_at", 0)) <= ALIVE_WITHIN_MS
+        by_pool.setdefault((beat.get("app", "?"), beat.get("pool", "?")), []).append(beat)
+    return [
+        PoolStatus(name=pool, app=app, alive=sum(1 for b in beats if b["alive"]),
+                   processes=sorted(beats, key=lambda b: (b.get("host", ""), b.get("slot", 0))))
+        for (app, pool), beats in sorted(by_pool.items())
+    ]
+
+
+def collect(client: Any, breaker_states: dict[str, str] | None = None) -> StatusReport:
+    records = read_registry_sync(client)
+    states = breaker_states or {}
+    handlers = [handler_status(client, r, states.get(r.name)) for r in records.values()]
+    return StatusReport(handlers, pool_statuses(client))
