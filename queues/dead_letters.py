@@ -58,6 +58,9 @@ ERROR_LIMIT = 1000
 #: Ids per replay script call, and entries per XRANGE page: small, so Redis never stalls.
 BATCH = 100
 
+#: Entries per XRANGE page when only counting.
+COUNT_PAGE = 1000
+
 _ENTRY_ID = re.compile(r"^\d+(-\d+)?$")
 
 
@@ -198,6 +201,11 @@ class DeadLetter:
     fields: dict[bytes, bytes]
 
     @property
+    def dead_lettered_at_ms(self) -> int:
+        """When the entry was added, by Redis's clock (its id): what time filters use."""
+        return _time_of(self.entry_id)
+
+    @property
     def payload(self) -> bytes | None:
         return self.fields.get(PAYLOAD)
 
@@ -287,7 +295,8 @@ async def iter_dead_letters(
     page_size: int = BATCH,
 ) -> AsyncIterator[DeadLetter]:
     """Dead letters of one handler, oldest first (or newest first), filtered by error type
-    and by the time they were dead-lettered (``since_ms`` <= t <= ``until_ms``), at most
+    and by the time they were dead-lettered (``since_ms`` <= t <= ``until_ms``, t being the
+    entry id's time, so the range is an XRANGE, not a scan), at most
     ``limit`` of them; read in pages of ``page_size``."""
     low = "-" if since_ms is None else str(max(0, since_ms))
     high = "+" if until_ms is None else str(max(0, until_ms))
@@ -350,15 +359,23 @@ async def count_dead_letters(
         return int(await client.xlen(dlq_key))
     n = 0
     async for _ in iter_dead_letters(client, dlq_key=dlq_key, error_type=error_type,
-                                     since_ms=since_ms, until_ms=until_ms):
+                                     since_ms=since_ms, until_ms=until_ms,
+                                     page_size=COUNT_PAGE):
         n += 1
     return n
 
 
-async def count_by_error_type(client: aioredis.Redis, *, dlq_key: str) -> dict[str, int]:
+async def count_by_error_type(
+    client: aioredis.Redis,
+    *,
+    dlq_key: str,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> dict[str, int]:
     """Dead letters of one handler counted by error type, most frequent first."""
     counts: Counter[str] = Counter()
-    async for letter in iter_dead_letters(client, dlq_key=dlq_key):
+    async for letter in iter_dead_letters(client, dlq_key=dlq_key, since_ms=since_ms,
+                                          until_ms=until_ms, page_size=COUNT_PAGE):
         counts[letter.error_type or "?"] += 1
     return dict(counts.most_common())
 

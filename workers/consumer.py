@@ -22,6 +22,7 @@ from queues import streams
 from queues.envelope import Envelope
 from workers.acker import AckBatcher
 from workers.context import Context
+from workers.dispatch import Dispatcher, WorkerSlot
 from workers.errors import HandlerTimeout
 from workers.handler import HandlerSpec
 from workers.limiter import CapacityLimiter
@@ -47,6 +48,7 @@ class HandlerConsumer:
         limiter: CapacityLimiter,
         acker: AckBatcher,
         executor: Executor,
+        dispatcher: Dispatcher,
         on_failure: Callable[[HandlerConsumer, Envelope, BaseException, float],
                              Any],
     ) -> None:
@@ -58,6 +60,8 @@ class HandlerConsumer:
         self.limiter = limiter
         self.acker = acker
         self.executor = executor
+        self.dispatcher = dispatcher
+        self._waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.in_flight: InFlight = {}
         self._on_failure = on_failure
         self.group = spec.keys.group
@@ -65,7 +69,6 @@ class HandlerConsumer:
         self.timeout = spec.timeout if spec.timeout is not None else pool.timeout
         self.claim_after = spec.claim_after or pool.claim_after
         self.max_deliveries = spec.max_deliveries or pool.max_deliveries
-        self.tasks: set[asyncio.Task[None]] = set()
         self.handled = 0
         self.failed = 0
 
@@ -102,77 +105,73 @@ class HandlerConsumer:
             await self.limiter.acquire_exactly(extra)
         elif extra < 0:
             self.limiter.release(-extra)
-        for envelope in entries:
-            self.start(envelope)
+        if entries:
+            self.start(entries)
         return len(entries)
 
-    def start(self, envelope: Envelope) -> asyncio.Task[None]:
-        """Run one message whose slot is already taken."""
-        task = asyncio.create_task(self.run_one(envelope))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
+    def start(self, envelopes: list[Envelope]) -> None:
+        """Queue messages whose slots are already taken on the pool's workers."""
+        self.dispatcher.submit(self, envelopes)
+
+    async def run_alone(self, envelope: Envelope) -> None:
+        """Run one message (slot already taken) and wait for it to finish."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[(envelope.source, envelope.entry_id)] = done
+        self.dispatcher.submit(self, [envelope])
+        await asyncio.shield(done)
 
     # -- running one message -----------------------------------------------------------
 
-    async def run_one(self, envelope: Envelope) -> None:
+    async def run_one(self, envelope: Envelope, worker: WorkerSlot) -> None:
+        """Run one message on a worker; ack it, or hand its failure on. Never raises but
+        for cancellation at shutdown (the message then stays pending)."""
         key = (envelope.source, envelope.entry_id)
         started = time.monotonic()
         self.in_flight[key] = started
         try:
             await self.call(envelope)
         except asyncio.CancelledError:
-            raise
+            if not worker.timed_out:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            self.failed += 1
+            error = HandlerTimeout(f"{self.spec.name} ran longer than {self.timeout}s")
+            await asyncio.shield(self._on_failure(self, envelope, error,
+                                                  time.monotonic() - started))
         except Exception as exc:
             self.failed += 1
-            await asyncio.shield(self._on_failure(self, envelope, exc, time.monotonic() - started))
+            await asyncio.shield(self._on_failure(self, envelope, exc,
+                                                  time.monotonic() - started))
         else:
             self.handled += 1
             self.acker.ack(envelope.source, self.group, envelope.entry_id)
         finally:
-            self.in_flight.pop(key, None)
+            del self.in_flight[key]
             self.limiter.release()
+            if self._waiters:
+                waiter = self._waiters.pop(key, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
 
     async def call(self, envelope: Envelope) -> None:
-        """Decode the payload and call the handler within its timeout."""
+        """Decode the payload and call the handler (the pool's watchdog enforces timeouts)."""
         spec = self.spec
         payload = spec.decode(envelope.payload)
         if spec.wants_context:
             args: tuple[Any, ...] = (payload, Context(self.app, spec.name, spec.stream, envelope))
         else:
             args = (payload,)
-        timeout = self.timeout
         if spec.is_async:
-            if timeout is None:
-                await spec.func(*args)
-                return
-            try:
-                async with asyncio.timeout(timeout):
-                    await spec.func(*args)
-            except TimeoutError:
-                raise HandlerTimeout(f"{spec.name} ran longer than {timeout}s") from None
-            return
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, partial(spec.func, *args))
-        if timeout is None:
-            await future
-            return
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise HandlerTimeout(
-                f"{spec.name} ran longer than {timeout}s (its thread cannot be stopped and "
-                "keeps one of the pool's threads until it returns)"
-            ) from None
+            await spec.func(*args)
+        else:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, partial(spec.func, *args))
 
     # -- shutdown ----------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Wait for every running message of this handler."""
-        while self.tasks:
-            await asyncio.wait(list(self.tasks))
-
-    def cancel_running(self) -> int:
-        for task in self.tasks:
-            task.cancel()
-        return len(self.tasks)
+        """Wait until none of this handler's messages is queued or running."""
+        while self.in_flight or self.dispatcher.queued_for(self):
+            await asyncio.sleep(0.01)

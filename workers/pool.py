@@ -29,6 +29,7 @@ from workers import failures, recovery
 from workers.acker import AckBatcher
 from workers.app import App
 from workers.consumer import HandlerConsumer
+from workers.dispatch import Dispatcher
 from workers.limiter import CapacityLimiter, PoolStatistics
 from workers.pool_config import PoolConfig
 from workers.registry import write_registry
@@ -64,6 +65,7 @@ class Pool:
         self.consumer = consumer_name(app.name, config.name, slot)
         self.specs = app.handlers_of(config.name)
         self.limiter = CapacityLimiter(config.concurrency)
+        self.dispatcher = Dispatcher(config.concurrency)
         self.consumers: list[HandlerConsumer] = []
         self.client: Any = None
 
@@ -84,13 +86,15 @@ class Pool:
         self.consumers = [
             HandlerConsumer(app=self.app, spec=spec, pool=self.config, client=self.client,
                             consumer=self.consumer, limiter=self.limiter, acker=acker,
-                            executor=executor, on_failure=failures.on_failure)
+                            executor=executor, dispatcher=self.dispatcher,
+                            on_failure=failures.on_failure)
             for spec in self.specs
         ]
         log.info("pool starting", extra={"pool": self.config.name, "consumer": self.consumer,
                                          "handlers": [s.name for s in self.specs],
                                          "redis": redact(self.url), "pid": os.getpid()})
         acker.start()
+        self.dispatcher.start(self._watchdog_interval())
         background = [
             asyncio.create_task(self._consume(c), name=f"fetch:{c.spec.name}")
             for c in self.consumers
@@ -104,8 +108,13 @@ class Pool:
             for task in background[:len(self.consumers)]:
                 task.cancel()
             await asyncio.gather(*background[:len(self.consumers)], return_exceptions=True)
-            await self._finish_running(cancel, grace)
+            dropped = self.dispatcher.drop_queued()
+            unfinished = await self.dispatcher.wait_idle(cancel, grace)
+            if dropped or unfinished:
+                log.warning("stopping with messages left pending for the next run", extra={
+                    "pool": self.config.name, "not_started": dropped, "cancelled": unfinished})
         finally:
+            await self.dispatcher.close()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -120,28 +129,13 @@ class Pool:
                                             "handled": sum(c.handled for c in self.consumers),
                                             "failed": sum(c.failed for c in self.consumers)})
 
-    async def _finish_running(self, cancel: asyncio.Event, grace: float) -> None:
-        """Let running messages finish until the grace period ends or ``cancel`` is set."""
-        running = [t for c in self.consumers for t in c.tasks]
-        deadline = time.monotonic() + grace
-        told = asyncio.create_task(cancel.wait())
-        try:
-            while not cancel.is_set():
-                pending = [t for t in running if not t.done()]
-                left = deadline - time.monotonic()
-                if not pending or left <= 0:
-                    break
-                await asyncio.wait([*pending, told], timeout=left,
-                                   return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            told.cancel()
-        unfinished = [t for t in running if not t.done()]
-        if unfinished:
-            log.warning("cancelling handlers still running; their messages stay pending",
-                        extra={"pool": self.config.name, "count": len(unfinished)})
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+    def _watchdog_interval(self) -> float | None:
+        """How often the watchdog looks for overrunning handlers: a tenth of the shortest
+        timeout, between 50 ms and 1 s; no watchdog when no handler has a timeout."""
+        timeouts = [c.timeout for c in self.consumers if c.timeout is not None]
+        if not timeouts:
+            return None
+        return max(0.05, min(1.0, min(timeouts) / 10))
 
     async def _consume(self, consumer: HandlerConsumer) -> None:
         """Fetch forever; if Redis goes away, wait (tenacity's jittered backoff) and resume."""

@@ -14,7 +14,6 @@ the limit: each crash counts against the message that was running.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -62,15 +61,15 @@ async def recover(
             granted += await consumer.limiter.acquire_up_to(len(chunk) - granted)
         envelopes = await _entries(consumer, stream, chunk)
         consumer.limiter.release(len(chunk) - len(envelopes))
-        for envelope in envelopes:
-            consumer.start(envelope)
+        if envelopes:
+            consumer.start(envelopes)
     for entry in suspicious:
         await consumer.limiter.acquire_up_to(1)
         envelopes = await _entries(consumer, stream, [entry.entry_id])
         if not envelopes:
             consumer.limiter.release()
             continue
-        await asyncio.shield(consumer.start(envelopes[0]))
+        await consumer.run_alone(envelopes[0])
     return len(pending)
 
 

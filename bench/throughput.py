@@ -1,0 +1,190 @@
+"""Throughput: seawall's pool process against a raw redis-py loop, in the same run.
+
+Both drain N pre-published messages (small JSON, validated by a pydantic model, async no-op
+handler) from their own stream, each in its own process, and both are timed the same way
+from outside: from the first entry read (the group's ``entries-read`` moves) until the group
+has no lag and nothing pending. Process start-up is thus left out of both.
+
+    python bench/throughput.py [--n 20000] [--runs fail10]
+
+Prints a table and ends with ``ratio: <seawall msgs/s / raw msgs/s>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@dataclass
+class Result:
+    name: str
+    messages: int
+    seconds: float
+    peak_rss_mb: float | None
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _publish(client: redis.Redis, stream: str, n: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    from queues.envelope import encode
+
+    for start in range(0, n, 1000):
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(start, min(n, start + 1000)):
+                pipe.xadd(stream, encode({"n": i, "order_id": f"o-{i}", "amount_cents": 500 + i},
+                                         type="Order"))
+            pipe.execute()
+
+
+def _group(client: redis.Redis, stream: str, group: str) -> dict[str, int] | None:
+    try:
+        for info in client.xinfo_groups(stream):
+            name = info["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == group:
+                return {"read": int(info.get("entries-read") or 0), "lag": int(info.get("lag") or 0),
+                        "pending": int(info["pending"])}
+    except redis.ResponseError:
+        return None
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = [int(c) for c in children]
+    for c in list(out):
+        out += _descendants(c)
+    return out
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _time_drain(client: redis.Redis, proc: subprocess.Popen[bytes], stream: str, group: str,
+                n: int, expect_done: int, extra_done: str | None = None,
+                timeout: float = 600.0) -> tuple[float, float | None]:
+    """Seconds from the first read until everything is handled; and peak RSS (MB)."""
+    t0: float | None = None
+    deadline = time.monotonic() + timeout
+    rss: float | None = None
+    while time.monotonic() < deadline:
+        info = _group(client, stream, group)
+        now = time.monotonic()
+        if info and info["read"] > 0 and t0 is None:
+            t0 = now
+        done = info is not None and info["read"] >= n and info["lag"] == 0 and info["pending"] == 0
+        if done and extra_done is not None:
+            done = _extra_idle(client, extra_done)
+        if done and t0 is not None:
+            for pid in [proc.pid, *_descendants(proc.pid)]:
+                rss = max(rss or 0.0, _peak_rss_mb(pid) or 0.0)
+            return now - t0, rss
+        if proc.poll() is not None and not done:
+            raise RuntimeError(f"consumer exited early with code {proc.returncode}")
+        time.sleep(0.005)
+    raise TimeoutError("drain did not finish")
+
+
+def _extra_idle(client: redis.Redis, handler_key_stream: str) -> bool:
+    """With retries: nothing delayed and nothing unread or pending on the retry stream."""
+    delayed, retry_stream, group = handler_key_stream.split("|")
+    if client.zcard(delayed):
+        return False
+    info = _group(client, retry_stream, group)
+    return info is None or (info["lag"] == 0 and info["pending"] == 0)
+
+
+def run_raw(client: redis.Redis, url: str, n: int) -> Result:
+    stream = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    _publish(client, stream, n)
+    proc = subprocess.Popen([sys.executable, str(HERE / "raw_consumer.py"), url, stream, "raw", str(n)])
+    try:
+        seconds, rss = _time_drain(client, proc, stream, "raw", n, n)
+        proc.wait(30)
+    finally:
+        proc.kill()
+        client.delete(stream)
+    return Result("raw redis-py loop", n, seconds, rss)
+
+
+def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
+                breaker: bool = True) -> Result:
+    sys.path.insert(0, str(ROOT))
+    from queues.keys import HandlerKeys
+
+    stream = f"bench-sw-{uuid.uuid4().hex[:8]}"
+    keys = HandlerKeys(stream, "bench.noop")
+    _publish(client, stream, n)
+    env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
+               BENCH_BREAKER="1" if breaker else "0", SEAWALL_REDIS_URL=url,
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.process", "bench.bench_app:app", "bench", "0",
+         "--log-level", "WARNING"], env=env, cwd=ROOT)
+    try:
+        extra = f"{keys.delayed}|{keys.retry}|{keys.group}" if fail_every else None
+        seconds, rss = _time_drain(client, proc, stream, keys.group, n, n, extra)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        client.delete(stream, keys.retry, keys.delayed, keys.dlq, keys.breaker)
+    return Result(name, n, seconds, rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--redis-url", default=os.environ.get("SEAWALL_REDIS_URL",
+                                                               "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--runs", default="", help="extra runs, comma separated: fail10, nobreaker")
+    args = parser.parse_args()
+    client = redis.Redis.from_url(args.redis_url)
+    extra = {r for r in args.runs.split(",") if r}
+    results = [run_raw(client, args.redis_url, args.n),
+               run_seawall(client, args.redis_url, args.n, name="seawall")]
+    if "nobreaker" in extra:
+        results.append(run_seawall(client, args.redis_url, args.n, name="seawall, breaker=None",
+                                   breaker=False))
+    if "fail10" in extra:
+        results.append(run_seawall(client, args.redis_url, args.n,
+                                   name="seawall, 10% fail once", fail_every=10))
+    raw, seawall = results[0], results[1]
+    print(f"\n{'run':<28} {'messages':>9} {'seconds':>8} {'msgs/s':>10} {'peak RSS MB':>12}")
+    for r in results:
+        rss = f"{r.peak_rss_mb:.1f}" if r.peak_rss_mb else "-"
+        print(f"{r.name:<28} {r.messages:>9} {r.seconds:>8.3f} {r.rate:>10.0f} {rss:>12}")
+    for r in results[2:]:
+        print(f"{r.name}: {r.rate / seawall.rate:.2f} of the seawall run")
+    print(f"ratio: {seawall.rate / raw.rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

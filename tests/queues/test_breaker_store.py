@@ -1,0 +1,270 @@
+"""The breaker's Lua scripts against a real Redis: the same scenarios as the pure machine,
+a randomized check that both agree after every call, and half-open leases under contention.
+
+Times are injected (``now_ms``) in multiples of 125 ms, which seconds represent exactly, so
+the pure machine (seconds) and the scripts (ms) compute the very same instants."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from queues import breaker_store as store
+from queues.connection import connect
+from queues.keys import HandlerKeys
+from workers import breaker as b
+from workers.breaker import BreakerState, CircuitBreaker, Outcome
+
+S, F, SS, SF, IG = (Outcome.SUCCESS, Outcome.FAILURE, Outcome.SLOW_SUCCESS,
+                    Outcome.SLOW_FAILURE, Outcome.IGNORED)
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture
+def keys(uid: str, sync_redis: redis.Redis) -> Iterator[HandlerKeys]:
+    handler_keys = HandlerKeys(f"orders-{uid}", f"billing.charge-{uid}")
+    yield handler_keys
+    sync_redis.delete(handler_keys.breaker)
+
+
+async def test_a_new_breaker_is_closed_and_lets_everyone_read(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker().params()
+    grant = await store.acquire(aredis, keys, params, T0, lease_ttl_ms=1000)
+    assert grant == store.Grant("closed", True, None, None, None, 0)
+    assert await store.read_state(aredis, keys) == store.BreakerSnapshot()
+
+
+async def test_failures_open_it_and_the_window_is_readable(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=10, min_calls=4, failure_rate=0.5, open_for=30.0).params()
+    result = await store.record_outcomes(aredis, keys, params, [S, F, IG, S], T0)
+    assert (result.state, result.changed, result.calls, result.failures) == ("closed", False, 3, 1)
+    result = await store.record_outcomes(aredis, keys, params, [F, S, S], T0 + 1000)
+    assert (result.state, result.changed, result.open_until_ms) == ("open", True, T0 + 31_000)
+    snap = await store.read_state(aredis, keys)
+    assert (snap.state, snap.window, snap.failure_rate, snap.slow_rate) == (
+        "open", (S, F, S, F), 0.5, 0.0)  # the rest of the batch after opening is not recorded
+    grant = await store.acquire(aredis, keys, params, T0 + 11_000, lease_ttl_ms=1000)
+    assert (grant.may_read, grant.retry_in_ms, grant.open_until_ms) == (False, 20_000, T0 + 31_000)
+
+
+async def test_slow_calls_alone_open_it(aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=5, min_calls=5, slow_call_rate=0.8).params()
+    result = await store.record_outcomes(aredis, keys, params, [SS, SS, S, SS, SS], T0)
+    assert (result.state, result.failures, result.slow_calls) == ("open", 0, 4)
+
+
+async def test_min_calls_and_ignored_outcomes(aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=20, min_calls=10).params()
+    result = await store.record_outcomes(aredis, keys, params, [F] * 9 + [IG] * 30, T0)
+    assert (result.state, result.calls) == ("closed", 9)
+    result = await store.record_outcomes(aredis, keys, params, [F], T0)
+    assert result.state == "open"
+
+
+async def test_half_open_probe_success_closes_and_failure_reopens(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=2, min_calls=2, open_for=30.0, half_open_calls=2).params()
+    await store.record_outcomes(aredis, keys, params, [F, F], T0)
+    # Given the breaker turned half-open, when a probe fails, then it is open for open_for again
+    grant = await store.acquire(aredis, keys, params, T0 + 30_000, lease_ttl_ms=5000)
+    assert (grant.state, grant.may_read, grant.permits, grant.lease) == ("half_open", True, 2, "1")
+    result = await store.record_outcomes(aredis, keys, params, [S, F], T0 + 31_000,
+                                         lease=grant.lease)
+    assert (result.state, result.open_until_ms) == ("open", T0 + 61_000)
+    # when every probe succeeds, then it closes with an empty window
+    grant = await store.acquire(aredis, keys, params, T0 + 61_000, lease_ttl_ms=5000)
+    result = await store.record_outcomes(aredis, keys, params, [S, S], T0 + 62_000,
+                                         lease=grant.lease)
+    assert (result.state, result.changed, result.calls) == ("closed", True, 0)
+    assert (await store.read_state(aredis, keys)).leases == ()
+
+
+async def test_stragglers_without_a_lease_are_not_probes(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=2, min_calls=2, half_open_calls=1).params()
+    await store.record_outcomes(aredis, keys, params, [F, F], T0)
+    await store.acquire(aredis, keys, params, T0 + 30_000, lease_ttl_ms=5000)
+    before = await store.read_state(aredis, keys)
+    await store.record_outcomes(aredis, keys, params, [S, S, F], T0 + 30_500)
+    await store.record_outcomes(aredis, keys, params, [F], T0 + 30_500, lease="nope")
+    assert await store.read_state(aredis, keys) == before
+
+
+async def test_outcomes_ride_in_the_acks_pipeline(aredis: aioredis.Redis, keys: HandlerKeys,
+                                                   uid: str) -> None:
+    params = CircuitBreaker(window=2, min_calls=2).params()
+    stream = keys.stream
+    await aredis.xgroup_create(stream, keys.group, id="0", mkstream=True)
+    entry = await aredis.xadd(stream, {"payload": "{}"})
+    await aredis.xreadgroup(keys.group, "c1", {stream: ">"}, count=1)
+    try:
+        async with aredis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, keys.group, entry)
+            store.queue_record_outcomes(pipe, keys, params, [F, F], T0)
+            acked, reply = await pipe.execute()
+        assert acked == 1
+        assert store.parse_record_result(reply).state == "open"
+    finally:
+        await aredis.delete(stream)
+
+
+async def test_operators_force_open_close_reset_disable(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=2, min_calls=2, half_open_calls=1).params()
+    assert await store.force_open(aredis, keys, now_ms=T0) == store.AdminResult("forced_open", None)
+    grant = await store.acquire(aredis, keys, params, T0 + 10**9, lease_ttl_ms=1000)
+    assert (grant.may_read, grant.retry_in_ms) == (False, None)  # until an operator acts
+    assert (await store.force_close(aredis, keys, now_ms=T0)).state == "closed"
+    opened = await store.force_open(aredis, keys, duration_ms=60_000, now_ms=T0)
+    assert opened.open_until_ms == T0 + 60_000
+    grant = await store.acquire(aredis, keys, params, T0 + 60_000, lease_ttl_ms=1000)
+    assert (grant.state, grant.permits) == ("half_open", 1)
+    assert (await store.reset(aredis, keys)).state == "closed"
+    assert await store.read_state(aredis, keys) == store.BreakerSnapshot(lease_seq=1)
+    await store.disable(aredis, keys)
+    await store.record_outcomes(aredis, keys, params, [F] * 10, T0)
+    grant = await store.acquire(aredis, keys, params, T0, lease_ttl_ms=1000)
+    assert (grant.state, grant.may_read) == ("disabled", True)
+
+
+async def test_without_now_the_server_clock_is_used(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    seconds, micros = await aredis.time()
+    server_ms = seconds * 1000 + micros // 1000
+    result = await store.force_open(aredis, keys, duration_ms=60_000)
+    assert result.open_until_ms is not None
+    assert 0 <= result.open_until_ms - (server_ms + 60_000) < 5_000
+
+
+async def test_unknown_outcome_codes_are_refused(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    with pytest.raises(ValueError, match="unknown breaker outcome"):
+        await store.record_outcomes(aredis, keys, CircuitBreaker().params(), [7], T0)
+
+
+# -- half-open leases --------------------------------------------------------------------
+
+
+async def test_two_processes_get_exactly_half_open_calls_permits_in_total(
+        redis_url: str, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(half_open_calls=3).params()
+    first, second = connect(redis_url), connect(redis_url)
+    try:
+        await store.force_open(first, keys, duration_ms=1, now_ms=T0)
+        grants = await asyncio.gather(*(
+            store.acquire(client, keys, params, T0 + 10, lease_ttl_ms=60_000, want=1)
+            for _ in range(10) for client in (first, second)
+        ))
+    finally:
+        await first.aclose()
+        await second.aclose()
+    granted = [g for g in grants if g.may_read]
+    assert sum(g.permits or 0 for g in granted) == 3
+    assert len({g.lease for g in granted}) == 3
+    assert all(g.state == "half_open" for g in grants)
+
+
+async def test_an_expired_lease_is_reclaimed_so_the_breaker_is_not_stuck(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(half_open_calls=1).params()
+    await store.force_open(aredis, keys, duration_ms=1000, now_ms=T0)
+    # Given a prober took the only permit and was SIGKILLed (it never records)
+    dead = await store.acquire(aredis, keys, params, T0 + 1000, lease_ttl_ms=5000)
+    assert dead.permits == 1
+    # When another consumer asks before the lease expires, then it must wait
+    waiting = await store.acquire(aredis, keys, params, T0 + 5999, lease_ttl_ms=5000)
+    assert (waiting.may_read, waiting.retry_in_ms) == (False, 1)
+    # When the lease has expired, then the permit is granted again
+    fresh = await store.acquire(aredis, keys, params, T0 + 6000, lease_ttl_ms=5000)
+    assert (fresh.may_read, fresh.permits) == (True, 1)
+    assert fresh.lease != dead.lease
+    # and the dead prober's late report counts for nothing; the live probe decides
+    late = await store.record_outcomes(aredis, keys, params, [F], T0 + 6500, lease=dead.lease)
+    assert late.state == "half_open"
+    done = await store.record_outcomes(aredis, keys, params, [S], T0 + 7000, lease=fresh.lease)
+    assert done.state == "closed"
+
+
+async def test_releasing_an_unused_lease_frees_its_permits(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(half_open_calls=2).params()
+    await store.force_open(aredis, keys, duration_ms=1000, now_ms=T0)
+    grant = await store.acquire(aredis, keys, params, T0 + 1000, lease_ttl_ms=60_000)
+    assert grant.permits == 2 and grant.lease is not None
+    assert not (await store.acquire(aredis, keys, params, T0 + 1000, lease_ttl_ms=1)).may_read
+    await store.release(aredis, keys, params, grant.lease, T0 + 1100)
+    again = await store.acquire(aredis, keys, params, T0 + 1100, lease_ttl_ms=60_000)
+    assert again.permits == 2
+
+
+# -- the Lua scripts and the pure machine agree ------------------------------------------
+
+
+def _random_config(rng: random.Random) -> CircuitBreaker:
+    window = rng.randint(1, 6)
+    return CircuitBreaker(
+        window=window,
+        min_calls=rng.randint(1, window),
+        failure_rate=rng.choice([0.25, 1 / 3, 0.5, 1.0]),
+        slow_call_rate=rng.choice([0.5, 2 / 3, 1.0]),
+        open_for=rng.choice([0.125, 0.5, 2.0]),
+        half_open_calls=rng.randint(1, 3),
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_lua_and_pure_machine_agree_on_random_histories(
+        aredis: aioredis.Redis, keys: HandlerKeys, seed: int) -> None:
+    rng = random.Random(seed)
+    config = _random_config(rng)
+    params = config.params()
+    state = BreakerState()
+    now_ms = T0
+    leases: list[str] = []
+    for step in range(250):
+        now_ms += rng.choice([0, 125, 250, 500, 1000, 2000])
+        now = now_ms / 1000
+        roll = rng.random()
+        if roll < 0.35:
+            ttl_ms, want = rng.choice([125, 500, 3000]), rng.choice([None, 1, 2])
+            state, permit = b.acquire(config, state, now, lease_ttl=ttl_ms / 1000, want=want)
+            grant = await store.acquire(aredis, keys, params, now_ms, lease_ttl_ms=ttl_ms,
+                                        want=want)
+            retry_in = None if permit.retry_in is None else round(permit.retry_in * 1000)
+            assert (grant.state, grant.may_read, grant.permits, grant.lease, grant.retry_in_ms) == (
+                permit.state, permit.allowed, permit.probes, permit.lease, retry_in), step
+            if grant.lease:
+                leases.append(grant.lease)
+        elif roll < 0.95:
+            outcomes = [rng.choice([S, S, F, SS, SF, IG]) for _ in range(rng.randint(0, 4))]
+            lease = rng.choice(leases) if leases and rng.random() < 0.8 else None
+            state = b.record(config, state, outcomes, now, lease=lease)
+            result = await store.record_outcomes(aredis, keys, params, outcomes, now_ms,
+                                                 lease=lease)
+            assert result.state == state.state, step
+        else:
+            op = rng.choice(["open", "open_for", "close", "close", "reset", "disable"])
+            if op == "open":
+                state = b.force_open(state, now)
+                await store.force_open(aredis, keys, now_ms=now_ms)
+            elif op == "open_for":
+                state = b.force_open(state, now, duration=1.0)
+                await store.force_open(aredis, keys, duration_ms=1000, now_ms=now_ms)
+            elif op == "close":
+                state = b.force_close(state)
+                await store.force_close(aredis, keys, now_ms=now_ms)
+            elif op == "reset":
+                state = b.reset(state)
+                await store.reset(aredis, keys, now_ms=now_ms)
+            else:
+                state = b.disable(state)
+                await store.disable(aredis, keys, now_ms=now_ms)
+        snapshot = await store.read_state(aredis, keys)
+        assert b.state_from_snapshot(snapshot) == state, f"step {step}"

@@ -1,0 +1,239 @@
+"""Dead letters against a real Redis: dead_letter.lua, replay.lua, reading and purging."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from queues.dead_letters import (
+    METADATA_FIELDS,
+    TRACEBACK_LIMIT,
+    count_by_error_type,
+    count_dead_letters,
+    dead_letter,
+    dead_letter_fields,
+    get_dead_letter,
+    iter_dead_letters,
+    list_dead_letters,
+    parse_dead_letter,
+    purge,
+    replay,
+)
+from queues.envelope import Envelope
+from queues.keys import HandlerKeys
+from queues.streams import ensure_group, read_group
+
+NOW = 1_700_000_000_000
+
+
+def _fields(env: Envelope, *, error_type: str = "ValueError", attempts: int = 3,
+            traceback: str = "Traceback...\nValueError: bad", failed_at_ms: int = NOW
+            ) -> dict[bytes, bytes]:
+    return dead_letter_fields(
+        env.fields, handler="billing.charge", stream="orders",
+        origin_entry_id=env.origin_entry_id, attempts=attempts, error_type=error_type,
+        error="bad", traceback=traceback, first_failed_at_ms=NOW - 60_000,
+        failed_at_ms=failed_at_ms, consumer="host-1:123:0", host="host-1",
+        reason="attempts exhausted",
+    )
+
+
+async def _deliver(client: aioredis.Redis, keys: HandlerKeys, n: int = 1,
+                   extra: dict[str, str] | None = None) -> list[Envelope]:
+    """Given ``n`` messages delivered to the handler and not yet acked."""
+    await ensure_group(client, keys.stream, keys.group)
+    for i in range(n):
+        await client.xadd(keys.stream, {"payload": f'{{"i": {i}}}', "id": f"m{i}",
+                                        "attempt": "1", **(extra or {})})
+    return await read_group(client, keys.group, "c1", [keys.stream], count=n, block_ms=None)
+
+
+async def _dead(client: aioredis.Redis, keys: HandlerKeys, n: int = 1,
+                error_types: list[str] | None = None) -> list[str]:
+    """Given ``n`` dead letters; returns their ids, oldest first."""
+    for i, env in enumerate(await _deliver(client, keys, n)):
+        error_type = error_types[i] if error_types else "ValueError"
+        assert await dead_letter(client, source_stream=env.source, group=keys.group,
+                                 entry_id=env.entry_id, dlq_key=keys.dlq,
+                                 fields=_fields(env, error_type=error_type))
+    return [r[0].decode() for r in await client.xrange(keys.dlq)]
+
+
+def test_dead_letter_fields_keep_the_original_and_bound_the_traceback() -> None:
+    env = Envelope("orders", "5-0", {b"payload": b"{}", b"x-tenant": b"acme",
+                                     b"dlq_stale": b"old"})
+
+    out = _fields(env, traceback="x" * 10_000 + "the end")
+
+    assert out[b"payload"] == b"{}"
+    assert out[b"x-tenant"] == b"acme"
+    assert b"dlq_stale" not in out
+    assert {k.decode() for k in out if k.startswith(b"dlq_")} == set(METADATA_FIELDS)
+    assert len(out[b"dlq_traceback"]) == TRACEBACK_LIMIT
+    assert out[b"dlq_traceback"].endswith(b"the end")
+    assert out[b"dlq_entry_id"] == b"5-0"
+
+
+async def test_dead_letter_acks_and_appends_in_one_step(aredis: aioredis.Redis, uid: str) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    [env] = await _deliver(aredis, keys, extra={"x-tenant": "acme"})
+
+    moved = await dead_letter(aredis, source_stream=env.source, group=keys.group,
+                              entry_id=env.entry_id, dlq_key=keys.dlq, fields=_fields(env))
+
+    assert moved is True
+    assert (await aredis.xpending(keys.stream, keys.group))["pending"] == 0
+    [(dlq_id, raw)] = await aredis.xrange(keys.dlq)
+    letter = parse_dead_letter(dlq_id, raw)
+    assert letter.origin_entry_id == env.entry_id
+    assert letter.attempts == 3
+    assert letter.error_type == "ValueError"
+    assert letter.failed_at_ms == NOW
+    assert letter.first_failed_at_ms == NOW - 60_000
+    assert letter.reason == "attempts exhausted"
+    assert letter.message_id == "m0"
+    assert letter.fields == env.fields
+    assert letter.payload_json() == {"i": 0}
+
+
+async def test_dead_letter_refuses_an_entry_already_acked(aredis: aioredis.Redis, uid: str) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    [env] = await _deliver(aredis, keys)
+    await aredis.xack(keys.stream, keys.group, env.entry_id)
+
+    moved = await dead_letter(aredis, source_stream=env.source, group=keys.group,
+                              entry_id=env.entry_id, dlq_key=keys.dlq, fields=_fields(env))
+
+    assert moved is False
+    assert await aredis.exists(keys.dlq) == 0
+
+
+async def test_dead_letter_drop_source_deletes_from_the_retry_stream(
+    aredis: aioredis.Redis, uid: str
+) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    await ensure_group(aredis, keys.retry, keys.group)
+    await aredis.xadd(keys.retry, {"payload": "{}", "attempt": "5"})
+    [env] = await read_group(aredis, keys.group, "c1", [keys.retry], count=1, block_ms=None)
+
+    assert await dead_letter(aredis, source_stream=env.source, group=keys.group,
+                             entry_id=env.entry_id, dlq_key=keys.dlq, fields=_fields(env),
+                             drop_source=True)
+
+    assert await aredis.xlen(keys.retry) == 0
+    assert await aredis.xlen(keys.dlq) == 1
+
+
+async def test_replay_moves_to_the_retry_stream_with_attempt_reset(
+    aredis: aioredis.Redis, uid: str
+) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    [env] = await _deliver(aredis, keys, extra={"x-tenant": "acme"})
+    env.fields.update({b"attempt": b"5", b"first_failed_at": str(NOW).encode()})
+    await dead_letter(aredis, source_stream=env.source, group=keys.group,
+                      entry_id=env.entry_id, dlq_key=keys.dlq, fields=_fields(env))
+    [(raw_id, _)] = await aredis.xrange(keys.dlq)
+    dlq_id = raw_id.decode()
+
+    replayed = await replay(aredis, dlq_key=keys.dlq, retry_stream=keys.retry,
+                            entry_ids=[dlq_id])
+
+    assert replayed == [dlq_id]
+    assert await aredis.xlen(keys.dlq) == 0
+    assert await aredis.xlen(keys.stream) == 1, "replay never re-XADDs to the user's stream"
+    [(_, fields)] = await aredis.xrange(keys.retry)
+    assert fields == {
+        b"payload": b'{"i": 0}', b"id": b"m0", b"x-tenant": b"acme", b"attempt": b"1",
+        b"origin_entry_id": env.entry_id.encode(), b"replayed_from": dlq_id.encode(),
+    }
+
+
+async def test_replay_skips_missing_ids_and_twice_doubles_nothing(
+    aredis: aioredis.Redis, uid: str
+) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    ids = await _dead(aredis, keys, 3)
+
+    # A replay killed after the first batch, then run again over every id.
+    first = await replay(aredis, dlq_key=keys.dlq, retry_stream=keys.retry, entry_ids=ids[:1])
+    second = await replay(aredis, dlq_key=keys.dlq, retry_stream=keys.retry,
+                          entry_ids=[*ids, "1-1"])
+    third = await replay(aredis, dlq_key=keys.dlq, retry_stream=keys.retry, entry_ids=ids)
+
+    assert first == ids[:1]
+    assert second == ids[1:]
+    assert third == []
+    assert await aredis.xlen(keys.retry) == 3
+    assert await aredis.xlen(keys.dlq) == 0
+
+
+async def test_replay_in_batches(aredis: aioredis.Redis, uid: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    ids = await _dead(aredis, keys, 5)
+    monkeypatch.setattr("queues.dead_letters.BATCH", 2)
+
+    assert await replay(aredis, dlq_key=keys.dlq, retry_stream=keys.retry, entry_ids=ids) == ids
+    assert await aredis.xlen(keys.retry) == 5
+
+
+async def test_replay_rejects_something_that_is_not_an_id(aredis: aioredis.Redis, uid: str) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+
+    with pytest.raises(ValueError, match="not a stream entry id"):
+        await replay(aredis, dlq_key=keys.dlq, retry_stream=keys.retry, entry_ids=["abc"])
+
+
+async def test_list_filters_by_error_type_time_and_limit(aredis: aioredis.Redis, uid: str) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    types = ["ValueError", "KeyError", "ValueError", "ValueError", "KeyError"]
+    ids = await _dead(aredis, keys, 5, error_types=types)
+
+    every = await list_dead_letters(aredis, dlq_key=keys.dlq)
+    assert [d.entry_id for d in every] == ids
+    value_errors = await list_dead_letters(aredis, dlq_key=keys.dlq, error_type="ValueError")
+    assert [d.entry_id for d in value_errors] == [ids[0], ids[2], ids[3]]
+    newest = await list_dead_letters(aredis, dlq_key=keys.dlq, limit=2, newest_first=True)
+    assert [d.entry_id for d in newest] == [ids[4], ids[3]]
+    ms = int(ids[2].split("-")[0])
+    since = await list_dead_letters(aredis, dlq_key=keys.dlq, since_ms=ms)
+    assert ids[2] in [d.entry_id for d in since]
+    assert all(int(d.entry_id.split("-")[0]) >= ms for d in since)
+    until = await list_dead_letters(aredis, dlq_key=keys.dlq, until_ms=ms - 1)
+    assert all(int(d.entry_id.split("-")[0]) < ms for d in until)
+    assert await count_dead_letters(aredis, dlq_key=keys.dlq) == 5
+    assert await count_dead_letters(aredis, dlq_key=keys.dlq, error_type="KeyError") == 2
+    assert await count_by_error_type(aredis, dlq_key=keys.dlq) == {"ValueError": 3, "KeyError": 2}
+
+
+async def test_listing_pages_through_a_long_stream(aredis: aioredis.Redis, uid: str) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    ids = await _dead(aredis, keys, 7)
+
+    async def ids_of(**kw: object) -> list[str]:
+        return [d.entry_id async for d in iter_dead_letters(aredis, dlq_key=keys.dlq,
+                                                             page_size=2, **kw)]  # type: ignore[arg-type]
+
+    assert await ids_of() == ids
+    assert await ids_of(newest_first=True) == ids[::-1]
+    assert await ids_of(limit=5) == ids[:5]
+
+
+async def test_get_and_purge(aredis: aioredis.Redis, uid: str) -> None:
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    ids = await _dead(aredis, keys, 3)
+
+    letter = await get_dead_letter(aredis, dlq_key=keys.dlq, entry_id=ids[1])
+    assert letter is not None and letter.entry_id == ids[1]
+    assert await purge(aredis, dlq_key=keys.dlq, entry_ids=[ids[0], ids[1], "9-9"]) == 2
+    assert await get_dead_letter(aredis, dlq_key=keys.dlq, entry_id=ids[1]) is None
+    assert [d.entry_id for d in await list_dead_letters(aredis, dlq_key=keys.dlq)] == ids[2:]
+
+
+def test_an_entry_without_metadata_parses_as_empty_not_an_error() -> None:
+    letter = parse_dead_letter(b"1700000000000-0", {b"payload": b"not json"})
+
+    assert letter.error_type == ""
+    assert letter.failed_at_ms == 1_700_000_000_000
+    assert letter.payload_json() == "not json"
+    assert letter.to_dict()["payload"] == "not json"

@@ -1,0 +1,140 @@
+"""Running fetched messages on a pool's fixed set of worker tasks.
+
+A pool has ``concurrency`` long-lived worker tasks that take messages from one queue, in
+the order they were fetched. No task is created per message, and a worker whose handler
+returns without suspending goes straight on to the next message, so a fast handler costs
+little more than the handler itself. Timeouts are enforced by one watchdog that cancels a
+worker whose message overran its deadline (one timer for the pool, not one per message).
+
+Fetched messages that have not started when the pool stops are dropped from the queue:
+they are still pending in Redis, and the next run recovers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from queues.envelope import Envelope
+
+if TYPE_CHECKING:
+    from workers.consumer import HandlerConsumer
+
+log = logging.getLogger("seawall.dispatch")
+
+
+class WorkerSlot:
+    """One worker task and the deadline of the message it is running (None: idle)."""
+
+    __slots__ = ("deadline", "task", "timed_out")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.deadline: float | None = None
+        self.timed_out = False
+
+
+class Dispatcher:
+    """The pool's worker tasks and their queue."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self._queue: deque[tuple[HandlerConsumer, Envelope]] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._workers: list[WorkerSlot] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def queued_for(self, consumer: HandlerConsumer) -> int:
+        return sum(1 for c, _ in self._queue if c is consumer)
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self._workers if w.deadline is not None or w.timed_out)
+
+    def start(self, watchdog_interval: float | None) -> None:
+        for i in range(self.concurrency):
+            worker = WorkerSlot()
+            worker.task = asyncio.create_task(self._work(worker), name=f"seawall-worker-{i}")
+            self._workers.append(worker)
+        if watchdog_interval is not None:
+            self._watchdog = asyncio.create_task(self._watch(watchdog_interval))
+
+    def submit(self, consumer: HandlerConsumer, envelopes: list[Envelope]) -> None:
+        """Queue messages whose slots are already taken, and wake idle workers for them."""
+        queue = self._queue
+        for envelope in envelopes:
+            queue.append((consumer, envelope))
+        idle = self._idle
+        for _ in range(min(len(envelopes), len(idle))):
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _work(self, worker: WorkerSlot) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            if not queue:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            consumer, envelope = queue.popleft()
+            timeout = consumer.timeout
+            worker.deadline = (time.monotonic() + timeout) if timeout is not None else 0.0
+            try:
+                await consumer.run_one(envelope, worker)
+            finally:
+                worker.deadline = None
+                worker.timed_out = False
+
+    async def _watch(self, interval: float) -> None:
+        """Cancel workers whose message ran past its deadline; the message then fails with
+        :class:`~workers.errors.HandlerTimeout` and follows its retry policy."""
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for worker in self._workers:
+                deadline = worker.deadline
+                if deadline and now >= deadline and not worker.timed_out and worker.task:
+                    worker.timed_out = True
+                    worker.task.cancel()
+
+    def drop_queued(self) -> int:
+        """Forget messages not yet started (they stay pending in Redis); returns how many."""
+        dropped = len(self._queue)
+        while self._queue:
+            consumer, _ = self._queue.popleft()
+            consumer.limiter.release()
+        return dropped
+
+    def running_tasks(self) -> list[asyncio.Task[None]]:
+        return [w.task for w in self._workers if w.task is not None and w.deadline is not None]
+
+    async def wait_idle(self, cancel: asyncio.Event, grace: float) -> int:
+        """Wait until no worker is running a message, the grace period ends, or ``cancel``
+        is set; returns how many were still running."""
+        deadline = time.monotonic() + grace
+        while not cancel.is_set() and time.monotonic() < deadline:
+            if not any(w.deadline is not None for w in self._workers):
+                return 0
+            await asyncio.sleep(0.02)
+        return sum(1 for w in self._workers if w.deadline is not None)
+
+    async def close(self) -> None:
+        """Cancel every worker (and whatever it runs) and the watchdog."""
+        tasks = [w.task for w in self._workers if w.task is not None]
+        if self._watchdog is not None:
+            tasks.append(self._watchdog)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()
