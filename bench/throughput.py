@@ -56,8 +56,8 @@ def _group(client: redis.Redis, stream: str, group: str) -> dict[str, int] | Non
         for info in client.xinfo_groups(stream):
             name = info["name"]
             if (name.decode() if isinstance(name, bytes) else name) == group:
-                return {"read": int(info.get("entries-read") or 0), "lag": int(info.get("lag") or 0),
-                        "pending": int(info["pending"])}
+                return {"read": int(info.get("entries-read") or 0),
+                        "lag": int(info.get("lag") or 0), "pending": int(info["pending"])}
     except redis.ResponseError:
         return None
     return None
@@ -121,7 +121,8 @@ def _extra_idle(client: redis.Redis, handler_key_stream: str) -> bool:
 def run_raw(client: redis.Redis, url: str, n: int) -> Result:
     stream = f"bench-raw-{uuid.uuid4().hex[:8]}"
     _publish(client, stream, n)
-    proc = subprocess.Popen([sys.executable, str(HERE / "raw_consumer.py"), url, stream, "raw", str(n)])
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "raw_consumer.py"), url, stream, "raw", str(n)])
     try:
         seconds, rss = _time_drain(client, proc, stream, "raw", n, n)
         proc.wait(30)

@@ -203,13 +203,10 @@ def queue_record_outcomes(
     """:func:`record_outcomes`, added to ``pipe`` (the batch's XACK pipeline) without awaiting.
 
     Its reply, at its place in ``await pipe.execute()``, parses with
-    :func:`parse_record_result`. redis-py checks the script is loaded (SCRIPT EXISTS) when the
-    pipeline executes, so a Redis restart or SCRIPT FLUSH cannot fail the batch with NOSCRIPT.
+    :func:`parse_record_result`. It is a bare EVALSHA: the caller loads the scripts first
+    (``queues.scripts.load_all``) and again if the reply is NOSCRIPT.
     """
-    script = _RECORD.bind(pipe)
-    pipe.scripts.add(script)
-    args = _record_args(params, outcomes, now_ms, lease)
-    pipe.evalsha(script.sha, 1, keys.breaker, *args)
+    _RECORD.queue(pipe, [keys.breaker], _record_args(params, outcomes, now_ms, lease))
 
 
 async def release(client: aioredis.Redis, keys: HandlerKeys, params: BreakerParams,

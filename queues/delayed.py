@@ -22,7 +22,12 @@ from queues.scripts import LuaScript
 _RETRY_LATER = LuaScript("retry_later")
 _MOVE_DUE = LuaScript("move_due")
 
-Fields = Mapping[bytes | str, bytes | str]
+#: A stream entry's fields as any caller holds them: ``Envelope.fields`` (bytes -> bytes),
+#: ``envelope.encode()`` output (str -> str | bytes), or a mix. (Mapping keys are invariant,
+#: hence the union.)
+Fields = (
+    Mapping[bytes, bytes | str] | Mapping[str, bytes | str] | Mapping[bytes | str, bytes | str]
+)
 
 
 def _b(value: bytes | str) -> bytes:

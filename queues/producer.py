@@ -9,6 +9,10 @@ import redis
 import redis.asyncio as aioredis
 
 
+def _fields(fields: Mapping[str, Any]) -> dict[Any, Any]:
+    return dict(fields)
+
+
 def _entry_id(raw: Any) -> str:
     return raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
 
@@ -16,14 +20,14 @@ def _entry_id(raw: Any) -> str:
 async def apublish_fields(
     client: aioredis.Redis, stream: str, fields: Mapping[str, Any], *, maxlen: int | None = None
 ) -> str:
-    raw = await client.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+    raw = await client.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True)
     return _entry_id(raw)
 
 
 def publish_fields(
     client: redis.Redis, stream: str, fields: Mapping[str, Any], *, maxlen: int | None = None
 ) -> str:
-    raw = client.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+    raw = client.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True)
     return _entry_id(raw)
 
 
@@ -37,7 +41,7 @@ async def apublish_many(
     """XADD every entry in one pipeline (not MULTI: entries are independent)."""
     async with client.pipeline(transaction=False) as pipe:
         for fields in batch:
-            pipe.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+            pipe.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True)
         return [_entry_id(r) for r in await pipe.execute()]
 
 
@@ -50,5 +54,5 @@ def publish_many(
 ) -> list[str]:
     with client.pipeline(transaction=False) as pipe:
         for fields in batch:
-            pipe.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+            pipe.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True)
         return [_entry_id(r) for r in pipe.execute()]

@@ -91,7 +91,7 @@ async def keep_fresh(
     async with client.pipeline(transaction=False) as pipe:
         for stream, ids in by_stream.items():
             if ids:
-                pipe.xclaim(stream, group, consumer, 0, ids, justid=True)
+                pipe.xclaim(stream, group, consumer, 0, list[Any](ids), justid=True)
         await pipe.execute()
 
 
@@ -129,7 +129,7 @@ async def claim(
     ids = list(ids)
     if not ids:
         return []
-    reply = await client.xclaim(stream, group, consumer, 0, ids)
+    reply: Any = await client.xclaim(stream, group, consumer, 0, list[Any](ids))
     return [Envelope(stream, _s(eid), fields) for eid, fields in reply if fields is not None]
 
 

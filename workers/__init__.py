@@ -2,6 +2,7 @@
 ``seawall run module:app``."""
 
 from workers.app import App
+from workers.breaker import CircuitBreaker
 from workers.context import Context
 from workers.errors import (
     BreakerOpen,
@@ -19,6 +20,7 @@ from workers.pool_config import PoolConfig
 __all__ = [
     "App",
     "BreakerOpen",
+    "CircuitBreaker",
     "ConfigError",
     "Context",
     "HandlerError",

@@ -82,17 +82,16 @@ class App:
         for spec in self.handlers.values():
             if pool is not None and spec.pool != pool:
                 continue
-            pool = self.pools[spec.pool]
-            breaker = spec.breaker
+            config = self.pools[spec.pool]
             out.append(
                 HandlerRecord(
                     name=spec.name,
                     stream=spec.stream,
                     pool=spec.pool,
                     app=self.name,
-                    claim_after=spec.claim_after or pool.claim_after,
-                    max_deliveries=spec.max_deliveries or pool.max_deliveries,
-                    breaker=breaker.to_record() if hasattr(breaker, "to_record") else None,
+                    claim_after=spec.claim_after or config.claim_after,
+                    max_deliveries=spec.max_deliveries or config.max_deliveries,
+                    breaker=spec.breaker.to_record() if spec.breaker is not None else None,
                 )
             )
         return out

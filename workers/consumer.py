@@ -18,17 +18,21 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from queues import streams
+from queues import delayed, streams
 from queues.envelope import Envelope
 from workers.acker import AckBatcher
 from workers.context import Context
 from workers.dispatch import Dispatcher, WorkerSlot
 from workers.errors import HandlerTimeout
-from workers.handler import HandlerSpec
+from workers.gate import BreakerGate
+from workers.handler import HandlerFunc, HandlerSpec
 from workers.limiter import CapacityLimiter
 from workers.pool_config import PoolConfig
 
 log = logging.getLogger("seawall.consumer")
+
+MOVE_LIMIT = 500
+RETRY_POLL_MS = 1000
 
 InFlight = dict[tuple[str, str], float]
 """(source stream, entry id) -> monotonic start time, for every message being handled."""
@@ -62,6 +66,14 @@ class HandlerConsumer:
         self.executor = executor
         self.dispatcher = dispatcher
         self._waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
+        acker.delete_on_ack(spec.keys.retry)
+        self._next_move_ms = 0
+        self._retry_scheduled = asyncio.Event()
+        """Wall-clock ms at which the delayed set is next looked at for due retries."""
+        self.outstanding = 0
+        """Messages queued or running for this handler."""
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.in_flight: InFlight = {}
         self._on_failure = on_failure
         self.group = spec.keys.group
@@ -71,12 +83,59 @@ class HandlerConsumer:
         self.max_deliveries = spec.max_deliveries or pool.max_deliveries
         self.handled = 0
         self.failed = 0
+        self.fallbacks = 0
+        self.parked = 0
+        self.gate: BreakerGate | None = None
+        if spec.breaker is not None:
+            self.gate = BreakerGate(spec.breaker, spec.keys, spec.name,
+                                    lease_ttl=(self.timeout or 300.0) + 30.0)
+            acker.contribute(self.gate.contribute)
+        self._diverted: set[tuple[str, str]] = set()
+        """Entries read while the breaker was shut, for the fallback."""
 
     # -- setup -------------------------------------------------------------------------
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
             await streams.ensure_group(self.client, stream, self.group)
+
+    # -- retries -----------------------------------------------------------------------
+
+    def retry_due(self, due_ms: int) -> None:
+        """A retry of this handler is due at ``due_ms``: look at the delayed set by then."""
+        if due_ms < self._next_move_ms:
+            self._next_move_ms = due_ms
+            self._retry_scheduled.set()
+
+    async def move_retries_forever(self) -> None:
+        """Move retries to the handler's retry stream as they come due. The fetch loop's
+        blocking XREADGROUP also reads that stream, so it wakes as soon as they land."""
+        while True:
+            wait_ms = self._next_move_ms - int(time.time() * 1000)
+            if wait_ms > 0:
+                self._retry_scheduled.clear()
+                try:
+                    await asyncio.wait_for(self._retry_scheduled.wait(), wait_ms / 1000)
+                except TimeoutError:
+                    pass
+                continue
+            await self.move_due_retries()
+
+    async def move_due_retries(self) -> int:
+        """Move retries that came due to the handler's retry stream (one atomic script);
+        look again when the next one is due, or in a second at the latest (another process
+        may schedule one)."""
+        now_ms = int(time.time() * 1000)
+        keys = self.spec.keys
+        moved, next_due = await delayed.move_due(
+            self.client, delayed_key=keys.delayed, retry_stream=keys.retry, now_ms=now_ms,
+            limit=MOVE_LIMIT)
+        if moved >= MOVE_LIMIT:
+            self._next_move_ms = now_ms
+        else:
+            poll = now_ms + RETRY_POLL_MS
+            self._next_move_ms = poll if next_due is None else min(next_due, poll)
+        return moved
 
     # -- fetching ----------------------------------------------------------------------
 
@@ -85,6 +144,23 @@ class HandlerConsumer:
 
         Returns how many messages were started."""
         granted = await self.limiter.acquire_up_to(self.pool.batch_size)
+        limit: int | None = None
+        divert_all = False
+        if self.gate is not None:
+            try:
+                limit, wait = await self.gate.admit(self.client, granted)
+            except BaseException:
+                self.limiter.release(granted)
+                raise
+            if limit == 0:
+                if self.spec.fallback is None:
+                    self.limiter.release(granted)
+                    await asyncio.sleep(wait)
+                    return 0
+                divert_all, limit = True, None
+            elif limit is not None and limit < granted:
+                self.limiter.release(granted - limit)
+                granted = limit
         try:
             entries = await streams.read_group(
                 self.client, self.group, self.consumer, self.streams,
@@ -105,19 +181,37 @@ class HandlerConsumer:
             await self.limiter.acquire_exactly(extra)
         elif extra < 0:
             self.limiter.release(-extra)
-        if entries:
-            self.start(entries)
+        if not entries:
+            if self.gate is not None and self.gate.holds_idle_lease:
+                self.acker.nudge()
+            return 0
+        if divert_all:
+            self._diverted.update((e.source, e.entry_id) for e in entries)
+        elif limit is not None and self.gate is not None:
+            # Probing (half-open): only ``limit`` may reach the handler; COUNT is per
+            # stream, so any extra entries are diverted like in the open state.
+            self.gate.read(min(limit, len(entries)))
+            self._diverted.update((e.source, e.entry_id) for e in entries[limit:])
+        self.start(entries)
         return len(entries)
 
     def start(self, envelopes: list[Envelope]) -> None:
         """Queue messages whose slots are already taken on the pool's workers."""
+        self.outstanding += len(envelopes)
+        self._settled.clear()
         self.dispatcher.submit(self, envelopes)
+
+    def settle(self, count: int = 1) -> None:
+        """``count`` messages left this consumer (finished, or dropped unstarted)."""
+        self.outstanding -= count
+        if self.outstanding <= 0:
+            self._settled.set()
 
     async def run_alone(self, envelope: Envelope) -> None:
         """Run one message (slot already taken) and wait for it to finish."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[(envelope.source, envelope.entry_id)] = done
-        self.dispatcher.submit(self, [envelope])
+        self.start([envelope])
         await asyncio.shield(done)
 
     # -- running one message -----------------------------------------------------------
@@ -128,50 +222,116 @@ class HandlerConsumer:
         key = (envelope.source, envelope.entry_id)
         started = time.monotonic()
         self.in_flight[key] = started
+        gate = self.gate
         try:
-            await self.call(envelope)
-        except asyncio.CancelledError:
-            if not worker.timed_out:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            self.failed += 1
-            error = HandlerTimeout(f"{self.spec.name} ran longer than {self.timeout}s")
-            await asyncio.shield(self._on_failure(self, envelope, error,
-                                                  time.monotonic() - started))
-        except Exception as exc:
-            self.failed += 1
-            await asyncio.shield(self._on_failure(self, envelope, exc,
-                                                  time.monotonic() - started))
-        else:
-            self.handled += 1
-            self.acker.ack(envelope.source, self.group, envelope.entry_id)
+            if gate is not None and (gate.blocking or key in self._diverted):
+                await self._divert(envelope, key)
+                return
+            error: BaseException | None = None
+            try:
+                if self.spec.idempotent and await self._already_done(envelope):
+                    self.acker.ack(envelope.source, self.group, envelope.entry_id)
+                    return
+                await self.call(envelope)
+                if self.spec.idempotent:
+                    await self._mark_done(envelope)
+            except asyncio.CancelledError:
+                if not worker.timed_out:
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                error = HandlerTimeout(f"{self.spec.name} ran longer than {self.timeout}s")
+            except Exception as exc:
+                error = exc
+            duration = time.monotonic() - started
+            if gate is not None:
+                gate.record(error, duration)
+                gate.record_probe_done()
+            if error is None:
+                self.handled += 1
+                self.acker.ack(envelope.source, self.group, envelope.entry_id)
+            else:
+                self.failed += 1
+                await asyncio.shield(self._on_failure(self, envelope, error, duration))
         finally:
             del self.in_flight[key]
             self.limiter.release()
+            self.settle()
             if self._waiters:
                 waiter = self._waiters.pop(key, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
-    async def call(self, envelope: Envelope) -> None:
-        """Decode the payload and call the handler (the pool's watchdog enforces timeouts)."""
+    async def _divert(self, envelope: Envelope, key: tuple[str, str]) -> None:
+        """The breaker is open: run the fallback and ack, or, without one, park the message
+        in the delayed set until the breaker may close (its attempt is not used up)."""
+        self._diverted.discard(key)
+        fallback = self.spec.fallback
+        if fallback is None:
+            self._park(envelope)
+            return
+        try:
+            await self.call(envelope, fallback)
+        except Exception as exc:
+            self.failed += 1
+            await asyncio.shield(self._on_failure(self, envelope, exc, 0.0))
+            return
+        self.fallbacks += 1
+        self.acker.ack(envelope.source, self.group, envelope.entry_id)
+
+    def _park(self, envelope: Envelope) -> None:
+        assert self.gate is not None
+        keys = self.spec.keys
+        due_ms = self.gate.resume_at_ms()
+        fields = delayed.retry_fields(
+            envelope.fields, attempt=envelope.attempt,
+            first_failed_at_ms=envelope.first_failed_at_ms or int(time.time() * 1000),
+            origin_entry_id=envelope.origin_entry_id)
+        source = envelope.source
+
+        async def op(pipe: Any) -> None:
+            await delayed.schedule_retry(
+                pipe, source_stream=source, group=self.group, entry_id=envelope.entry_id,
+                delayed_key=keys.delayed, due_ms=due_ms, fields=fields,
+                drop_source=source == keys.retry)
+
+        self.parked += 1
+        self.acker.add_op(op, on_sent=lambda: self.retry_due(due_ms))
+
+    async def _already_done(self, envelope: Envelope) -> bool:
+        """An idempotent handler skips a message it already completed (the process died
+        between the handler's return and the ack)."""
+        done = bool(await self.client.exists(self.spec.keys.done(envelope.message_id)))
+        if done:
+            log.info("message already completed by this handler; acking without running",
+                     extra={"handler": self.spec.name, "message_id": envelope.message_id,
+                            "entry_id": envelope.entry_id})
+        return done
+
+    async def _mark_done(self, envelope: Envelope) -> None:
+        """Record completion (SET NX with a TTL) before the ack is even queued."""
+        await self.client.set(self.spec.keys.done(envelope.message_id), b"1", nx=True,
+                              ex=max(1, int(self.spec.idempotency_ttl)))
+
+    async def call(self, envelope: Envelope, target: HandlerFunc | None = None) -> None:
+        """Decode the payload and call the handler, or ``target`` (its fallback); the
+        pool's watchdog enforces timeouts."""
         spec = self.spec
+        func = target or spec.handler
         payload = spec.decode(envelope.payload)
-        if spec.wants_context:
+        if func.wants_context:
             args: tuple[Any, ...] = (payload, Context(self.app, spec.name, spec.stream, envelope))
         else:
             args = (payload,)
-        if spec.is_async:
-            await spec.func(*args)
+        if func.is_async:
+            await func.func(*args)
         else:
             await asyncio.get_running_loop().run_in_executor(
-                self.executor, partial(spec.func, *args))
+                self.executor, partial(func.func, *args))
 
     # -- shutdown ----------------------------------------------------------------------
 
     async def drain(self) -> None:
         """Wait until none of this handler's messages is queued or running."""
-        while self.in_flight or self.dispatcher.queued_for(self):
-            await asyncio.sleep(0.01)
+        await self._settled.wait()

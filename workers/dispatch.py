@@ -52,9 +52,6 @@ class Dispatcher:
     def queued(self) -> int:
         return len(self._queue)
 
-    def queued_for(self, consumer: HandlerConsumer) -> int:
-        return sum(1 for c, _ in self._queue if c is consumer)
-
     @property
     def busy(self) -> int:
         return sum(1 for w in self._workers if w.deadline is not None or w.timed_out)
@@ -114,6 +111,7 @@ class Dispatcher:
         while self._queue:
             consumer, _ = self._queue.popleft()
             consumer.limiter.release()
+            consumer.settle()
         return dropped
 
     def running_tasks(self) -> list[asyncio.Task[None]]:

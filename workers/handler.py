@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from queues.keys import HandlerKeys
+from workers.breaker import CircuitBreaker
 from workers.context import Context
 from workers.errors import ConfigError
 from workers.options import positive, reject_unknown
+from workers.retry import RetryPolicy, make_policy
 
 HANDLER_OPTIONS = frozenset(
     {
@@ -29,8 +31,15 @@ HANDLER_OPTIONS = frozenset(
 
 Decoder = Callable[[bytes], Any]
 
-DEFAULT_BREAKER = "default"
-"""Marks a handler registered without ``breaker=``: it gets a breaker with the defaults."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerFunc:
+    """A function the runtime calls with a payload: the handler, or its fallback."""
+
+    func: Callable[..., Any]
+    wants_context: bool
+    is_async: bool
 
 
 def _decoder_for(annotation: Any, what: str) -> tuple[Decoder, type[Any]]:
@@ -74,23 +83,37 @@ class HandlerSpec:
     name: str
     stream: str
     pool: str
-    func: Callable[..., Any]
+    handler: HandlerFunc
     decode: Decoder
     payload_type: type[Any]
-    wants_context: bool
-    is_async: bool
     keys: HandlerKeys
     timeout: float | None = None
     """Overrides the pool's timeout when set."""
     claim_after: float | None = None
     """Overrides the pool's claim_after when set."""
     max_deliveries: int | None = None
-    retry_options: dict[str, Any] = field(default_factory=dict)
-    """tenacity ``stop``/``wait``/``retry`` strategies given at registration."""
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    """Built from the tenacity ``stop``/``wait``/``retry`` strategies given at registration."""
     idempotent: bool = False
     idempotency_ttl: float = 7 * 24 * 3600.0
-    breaker: Any = None
-    fallback: Callable[..., Any] | None = None
+    breaker: CircuitBreaker | None = field(default_factory=CircuitBreaker)
+    """Every handler has a breaker with the defaults unless registered with breaker=None."""
+    fallback: HandlerFunc | None = None
+    """Called instead of the handler while its breaker is open; its success acks."""
+
+
+def _fallback(func: Any, what: str) -> HandlerFunc | None:
+    """A fallback takes the handler's payload, and optionally the context."""
+    if func is None:
+        return None
+    if not callable(func):
+        raise ConfigError(f"{what}: fallback must be a function taking the same payload")
+    params = list(inspect.signature(func).parameters.values())
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    if not params or len(required) > 2:
+        raise ConfigError(f"{what}: fallback must take (payload) or (payload, ctx), like the "
+                          "handler")
+    return HandlerFunc(func, len(params) >= 2, inspect.iscoroutinefunction(func))
 
 
 def default_name(func: Callable[..., Any]) -> str:
@@ -138,25 +161,28 @@ def build_spec(func: Callable[..., Any], stream: str, options: dict[str, Any]) -
     max_deliveries = options.get("max_deliveries")
     if max_deliveries is not None and (not isinstance(max_deliveries, int) or max_deliveries < 1):
         raise ConfigError(f"{what}: max_deliveries must be an integer >= 1")
-    fallback = options.get("fallback")
-    if fallback is not None and not callable(fallback):
-        raise ConfigError(f"{what}: fallback must be a function taking the same payload")
+    breaker = options.get("breaker", CircuitBreaker())
+    if breaker is not None and not isinstance(breaker, CircuitBreaker):
+        raise ConfigError(f"{what}: breaker must be a CircuitBreaker(...) or None, "
+                          f"got {breaker!r}")
+    fallback = _fallback(options.get("fallback"), what)
+    if fallback is not None and breaker is None:
+        raise ConfigError(f"{what}: a fallback runs while the breaker is open; with "
+                          "breaker=None it would never run. Give the handler a breaker")
     return HandlerSpec(
         name=name,
         stream=stream,
         pool=options.get("pool") or "default",
-        func=func,
+        handler=HandlerFunc(func, wants_context, inspect.iscoroutinefunction(func)),
         decode=decode,
         payload_type=payload_type,
-        wants_context=wants_context,
-        is_async=inspect.iscoroutinefunction(func),
         keys=keys,
         timeout=timeout,
         claim_after=claim_after,
         max_deliveries=max_deliveries,
-        retry_options={k: options[k] for k in ("stop", "wait", "retry") if options.get(k)},
+        retry_policy=make_policy(options.get("stop"), options.get("wait"), options.get("retry")),
         idempotent=bool(options.get("idempotent", False)),
         idempotency_ttl=float(options.get("idempotency_ttl", 7 * 24 * 3600.0)),
-        breaker=options.get("breaker", DEFAULT_BREAKER),
+        breaker=breaker,
         fallback=fallback,
     )

@@ -60,11 +60,13 @@ class CapacityLimiter:
         self._borrowed -= count
         if self._borrowed < 0:
             raise RuntimeError("released more slots than were borrowed")
-        while self._waiters and self._borrowed < self._total:
+        # Wake one waiter per free slot: each takes at least one when it runs.
+        free = self._total - self._borrowed
+        while self._waiters and free > 0:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                free -= 1
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(self._borrowed, self._total, len(self._waiters))

@@ -13,7 +13,8 @@ from workers.errors import ConfigError
 def load_app(path: str) -> App:
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"APP must look like 'module:attribute' (e.g. shop.app:app), got {path!r}")
+        raise ConfigError(
+            f"APP must look like 'module:attribute' (e.g. shop.app:app), got {path!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -99,6 +100,9 @@ class Pool:
             asyncio.create_task(self._consume(c), name=f"fetch:{c.spec.name}")
             for c in self.consumers
         ]
+        background += [asyncio.create_task(self._with_reconnect(c.move_retries_forever, c),
+                                           name=f"retries:{c.spec.name}")
+                       for c in self.consumers]
         background.append(asyncio.create_task(self._keep_fresh(), name="keep-fresh"))
         background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         try:
@@ -161,6 +165,21 @@ class Pool:
                 log.warning("Redis unreachable; retrying", extra={
                     "pool": self.config.name, "handler": consumer.spec.name,
                     "error": repr(exc), "retry_in": round(delay, 2), "attempt": outages})
+                await asyncio.sleep(delay)
+
+    async def _with_reconnect(self, loop: Callable[[], Awaitable[None]],
+                              consumer: HandlerConsumer) -> None:
+        """Run a background loop; while Redis is away, wait with backoff and start it again."""
+        outages = 0
+        while True:
+            try:
+                await loop()
+            except REDIS_DOWN as exc:
+                outages += 1
+                delay = _reconnect_delay(outages)
+                log.warning("Redis unreachable; retrying", extra={
+                    "pool": self.config.name, "handler": consumer.spec.name,
+                    "error": repr(exc), "retry_in": round(delay, 2)})
                 await asyncio.sleep(delay)
 
     async def _keep_fresh(self) -> None:

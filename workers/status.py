@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from queues.breaker_store import read_state_sync
 from queues.keys import PROCESSES
 from workers.registry import HandlerRecord, read_registry_sync
 
@@ -98,8 +99,18 @@ def pool_statuses(client: Any, now_ms: int | None = None) -> list[PoolStatus]:
     ]
 
 
-def collect(client: Any, breaker_states: dict[str, str] | None = None) -> StatusReport:
+def breaker_state(client: Any, record: HandlerRecord) -> str | None:
+    """The breaker's state as ``status`` shows it (``open (12s)`` while it counts down)."""
+    if record.breaker is None:
+        return None
+    snapshot = read_state_sync(client, record.keys)
+    if snapshot.open_until_ms is not None and snapshot.state in ("open", "forced_open"):
+        left = max(0.0, (snapshot.open_until_ms - time.time() * 1000) / 1000)
+        return f"{snapshot.state} ({left:.0f}s)"
+    return snapshot.state
+
+
+def collect(client: Any) -> StatusReport:
     records = read_registry_sync(client)
-    states = breaker_states or {}
-    handlers = [handler_status(client, r, states.get(r.name)) for r in records.values()]
+    handlers = [handler_status(client, r, breaker_state(client, r)) for r in records.values()]
     return StatusReport(handlers, pool_statuses(client))

@@ -268,3 +268,16 @@ async def test_lua_and_pure_machine_agree_on_random_histories(
                 await store.disable(aredis, keys, now_ms=now_ms)
         snapshot = await store.read_state(aredis, keys)
         assert b.state_from_snapshot(snapshot) == state, f"step {step}"
+
+
+async def test_a_redeploy_lowering_half_open_calls_settles_at_the_next_acquire(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    before, after = CircuitBreaker(half_open_calls=3), CircuitBreaker(half_open_calls=2)
+    await store.force_open(aredis, keys, duration_ms=1000, now_ms=T0)
+    grant = await store.acquire(aredis, keys, before.params(), T0 + 1000, lease_ttl_ms=9000)
+    await store.record_outcomes(aredis, keys, before.params(), [S, S], T0 + 1100,
+                                lease=grant.lease)
+    grant = await store.acquire(aredis, keys, after.params(), T0 + 1200, lease_ttl_ms=9000)
+    assert (grant.state, grant.may_read, grant.permits) == ("closed", True, None)
+    state = b.state_from_snapshot(await store.read_state(aredis, keys))
+    assert state == BreakerState(lease_seq=1)

@@ -177,6 +177,22 @@ def test_replay_all_with_yes_moves_everything_to_the_retry_stream(
     assert sync_redis.xlen(record.stream) == 3, "the user's stream is never written to"
 
 
+def test_a_long_replay_goes_in_batches_with_a_progress_bar(
+    run: Invoke, record: HandlerRecord, redis_url: str, sync_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = make_dead_letters(redis_url, record, ["ValueError"] * 7)
+    monkeypatch.setattr("workers.cli.dlq.BATCH", 2)
+
+    result = run("replay", "--handler", record.name, "--all", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "replaying" in result.output
+    assert "replayed 7" in result.output
+    replayed = [f[b"replayed_from"].decode() for _, f in sync_redis.xrange(record.keys.retry)]
+    assert replayed == ids
+
+
 def test_replay_by_id_and_by_error_type(run: Invoke, record: HandlerRecord, redis_url: str,
                                         sync_redis: redis.Redis) -> None:
     ids = make_dead_letters(redis_url, record, ["ValueError", "KeyError", "ValueError"])

@@ -15,6 +15,7 @@ import redis
 
 from queues import breaker_store as store
 from workers.cli.common import find_handler, load_handlers, redis_url_option, sync_client
+from workers.cli.table import render_table
 from workers.registry import HandlerRecord
 
 
@@ -37,23 +38,20 @@ def _row(record: HandlerRecord, snap: store.BreakerSnapshot | None, now_ms: int)
             "open_until_ms": snap.open_until_ms, "half_open_in": half_open_in}
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    header = ("HANDLER", "STATE", "FAILURES", "SLOW", "CALLS", "HALF-OPEN IN")
-    lines = [header]
+def _render(rows: list[dict[str, Any]]) -> str:
+    cells = []
     for r in rows:
         if r["state"] == "none":
-            lines.append((r["handler"], "none", "-", "-", "-", "-"))
+            cells.append([r["handler"], "none", "-", "-", "-", "-"])
             continue
         if r["half_open_in"] is not None:
             due = f"{r['half_open_in']:.1f}s"
         else:
             due = "until closed" if r["state"] == store.FORCED_OPEN else "-"
         window = r["window"] if r["window"] is not None else "?"
-        lines.append((r["handler"], r["state"], f"{r['failure_rate']:.0%}",
-                      f"{r['slow_rate']:.0%}", f"{r['calls']}/{window}", due))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
+        cells.append([r["handler"], r["state"], f"{r['failure_rate']:.0%}",
+                      f"{r['slow_rate']:.0%}", f"{r['calls']}/{window}", due])
+    return render_table(["handler", "state", "failures", "slow", "calls", "half-open in"], cells)
 
 
 @click.group()
@@ -83,7 +81,7 @@ def list_(as_json: bool, redis_url: str | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif rows:
-        click.echo(_table(rows))
+        click.echo(_render(rows))
     else:
         click.echo("no handlers registered yet (start the app once with `seawall run`)")
 

@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -415,13 +416,16 @@ def replay_(handler_name: str, ids: tuple[str, ...], select_all: bool, error_typ
 
     async def work(client: aioredis.Redis) -> int:
         moved, started = 0, time.monotonic()
-        with click.progressbar(length=len(to_move), label="replaying", file=sys.stderr,
-                               hidden=len(to_move) <= batch) as bar:
+        with ExitStack() as stack:
+            bar = (stack.enter_context(click.progressbar(length=len(to_move), label="replaying",
+                                                         file=sys.stderr))
+                   if len(to_move) > batch else None)
             for start in range(0, len(to_move), batch):
                 part = to_move[start : start + batch]
                 moved += len(await replay(client, dlq_key=keys.dlq, retry_stream=keys.retry,
                                           entry_ids=part))
-                bar.update(len(part))
+                if bar is not None:
+                    bar.update(len(part))
                 await asyncio.sleep(pause_for(start + len(part), rate,
                                               time.monotonic() - started))
         return moved

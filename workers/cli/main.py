@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from workers.cli.breaker import breaker
+from workers.cli.demo import demo
 from workers.cli.dlq import dlq
 from workers.cli.publish import publish
 from workers.cli.run import run
@@ -17,7 +18,7 @@ def cli() -> None:
     """seawall: Redis Streams workers with bulkheads, circuit breakers and dead letters."""
 
 
-for command in (run, publish, status, dlq, breaker):
+for command in (run, publish, status, dlq, breaker, demo):
     cli.add_command(command)
 
 

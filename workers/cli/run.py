@@ -44,8 +44,8 @@ def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
         raise click.UsageError(f"{app_path} registers no handlers: nothing to run")
     slots = {p: processes or app.pools[p].processes for p in selected}
     url = app.url(redis_url)
-    click.echo(f"seawall: running {app.name} pools {', '.join(f'{p}x{n}' for p, n in slots.items())}"
-               f" against {redact(url)}", err=True)
+    described = ", ".join(f"{p}x{n}" for p, n in slots.items())
+    click.echo(f"seawall: running {app.name} pools {described} against {redact(url)}", err=True)
     supervisor = Supervisor(app_path, slots, redis_url=url, grace=grace,
                             concurrency=concurrency, log_level=log_level)
     sys.exit(supervisor.run())

@@ -1,0 +1,48 @@
+"""The shop's events. Each is a pydantic model, so a handler receives a validated object and
+a malformed message is dead-lettered at once instead of failing deep inside a handler."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Line(BaseModel):
+    sku: str
+    quantity: int = Field(gt=0)
+    price_cents: int = Field(ge=0)
+
+
+class OrderPlaced(BaseModel):
+    """Published on ``orders`` by the storefront (here: ``examples.shop.producer``)."""
+
+    order_id: str
+    customer_email: str
+    lines: list[Line] = Field(min_length=1)
+
+    @property
+    def total_cents(self) -> int:
+        return sum(line.quantity * line.price_cents for line in self.lines)
+
+
+class PaymentCaptured(BaseModel):
+    """Published on ``payments`` once the card was charged."""
+
+    order_id: str
+    payment_id: str
+    amount_cents: int
+    lines: list[Line]
+
+
+class StockReserved(BaseModel):
+    """Published on ``reservations`` once every line's stock is set aside."""
+
+    order_id: str
+    reservation_id: str
+    lines: list[Line]
+
+
+class OrderShipped(BaseModel):
+    """Published on ``shipments``: the end of the happy path."""
+
+    order_id: str
+    tracking_number: str

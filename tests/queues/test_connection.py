@@ -1,0 +1,73 @@
+"""Connecting: the URL's precedence, and a password that is never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from queues.connection import DEFAULT_URL, ENV_VAR, connect, connect_sync, redact, resolve_url
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+    ("redis://alice:s3cret@db:6379/2", "redis://alice:***@db:6379/2"),
+    ("rediss://alice:s3cret@db.example.com/0?ssl_cert_reqs=none",
+     "rediss://alice:***@db.example.com/0?ssl_cert_reqs=none"),
+])
+def test_redact_hides_the_password(url: str, expected: str) -> None:
+    out = redact(url)
+
+    assert out == expected
+    assert "s3cret" not in out
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "redis://alice@db/0",
+                                 "unix:///tmp/redis.sock"])
+def test_redact_leaves_urls_without_a_password_alone(url: str) -> None:
+    assert redact(url) == url
+
+
+def test_redact_an_unparsable_url_shows_nothing_of_it() -> None:
+    out = redact("redis://:s3cret@[::1")
+
+    assert "s3cret" not in out
+
+
+def test_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_url() == DEFAULT_URL == "redis://localhost:6379/0"
+    assert resolve_url(None, "redis://app/0") == "redis://app/0"
+
+    monkeypatch.setenv(ENV_VAR, "redis://env/0")
+    assert resolve_url(None, "redis://app/0") == "redis://env/0"
+    assert resolve_url("redis://cli/0", "redis://app/0") == "redis://cli/0"
+
+
+def test_an_empty_env_var_falls_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "")
+
+    assert resolve_url(None, "redis://app/0") == "redis://app/0"
+
+
+def test_an_invalid_url_error_does_not_show_the_password() -> None:
+    with pytest.raises(ValueError) as info:
+        connect_sync("nosuch://:s3cret@db/0")
+
+    assert "s3cret" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_clients_answer_in_bytes(redis_url: str) -> None:
+    client = connect_sync(redis_url)
+    try:
+        assert client.ping() is True
+        assert client.echo("x") == b"x"
+    finally:
+        client.close()
+
+
+async def test_async_client_answers_in_bytes(redis_url: str) -> None:
+    client = connect(redis_url, max_connections=2)
+    try:
+        assert await client.echo("x") == b"x"
+    finally:
+        await client.aclose()

@@ -1,0 +1,180 @@
+"""Consumer-group operations against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from queues.keys import HandlerKeys
+from queues.streams import (
+    ack,
+    autoclaim,
+    claim,
+    ensure_group,
+    keep_fresh,
+    pending_of,
+    read_group,
+)
+
+
+@pytest.fixture
+async def keys(aredis: aioredis.Redis, uid: str) -> AsyncIterator[HandlerKeys]:
+    k = HandlerKeys(f"orders-{uid}", f"billing.charge-{uid}")
+    yield k
+    await aredis.delete(k.stream, k.retry)
+
+
+async def _deliveries(client: aioredis.Redis, stream: str, group: str) -> dict[str, int]:
+    rows = await pending_of(client, stream, group)
+    return {r.entry_id: r.deliveries for r in rows}
+
+
+async def test_ensure_group_creates_the_stream_and_is_idempotent(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    assert not await aredis.exists(keys.stream)
+
+    assert await ensure_group(aredis, keys.stream, keys.group) is True
+    assert await ensure_group(aredis, keys.stream, keys.group) is False
+
+    assert await aredis.exists(keys.stream)
+    [info] = await aredis.xinfo_groups(keys.stream)
+    assert info["name"] == keys.group.encode()
+
+
+async def test_a_new_group_sees_messages_published_before_it(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    old = await aredis.xadd(keys.stream, {"payload": "{}"})
+    await ensure_group(aredis, keys.stream, keys.group)
+
+    got = await read_group(aredis, keys.group, "c1", [keys.stream], count=10, block_ms=None)
+
+    assert [e.entry_id for e in got] == [old.decode()]
+
+
+async def test_read_group_reads_both_streams_at_once(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    for stream in keys.read_streams:
+        await ensure_group(aredis, stream, keys.group)
+    a = (await aredis.xadd(keys.stream, {"payload": '{"n":1}', "id": "m1"})).decode()
+    b = (await aredis.xadd(keys.retry, {"payload": '{"n":2}', "id": "m2"})).decode()
+
+    got = await read_group(aredis, keys.group, "c1", keys.read_streams, count=10, block_ms=100)
+
+    assert {(e.source, e.entry_id, e.message_id) for e in got} == {
+        (keys.stream, a, "m1"), (keys.retry, b, "m2")}
+    # Nothing new is left; this consumer's own history still lists both.
+    assert await read_group(aredis, keys.group, "c1", keys.read_streams, count=10,
+                            block_ms=None) == []
+    history = await read_group(aredis, keys.group, "c1", keys.read_streams, count=10,
+                               block_ms=None, history=True)
+    assert {e.entry_id for e in history} == {a, b}
+
+
+async def test_read_group_blocks_until_something_arrives(
+    aredis: aioredis.Redis, keys: HandlerKeys, redis_url: str
+) -> None:
+    await ensure_group(aredis, keys.stream, keys.group)
+    reader = aioredis.Redis.from_url(redis_url)
+    try:
+        task = asyncio.create_task(read_group(reader, keys.group, "c1", [keys.stream],
+                                              count=10, block_ms=5000))
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        eid = (await aredis.xadd(keys.stream, {"payload": "{}"})).decode()
+        got = await asyncio.wait_for(task, 5)
+    finally:
+        await reader.aclose()
+
+    assert [e.entry_id for e in got] == [eid]
+
+
+async def test_ack_acks_every_stream_in_one_pipeline(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    for stream in keys.read_streams:
+        await ensure_group(aredis, stream, keys.group)
+    main_ids = [(await aredis.xadd(keys.stream, {"payload": "{}"})).decode() for _ in range(3)]
+    retry_id = (await aredis.xadd(keys.retry, {"payload": "{}"})).decode()
+    await read_group(aredis, keys.group, "c1", keys.read_streams, count=10, block_ms=None)
+
+    await ack(aredis, keys.group, {keys.stream: main_ids[:2], keys.retry: [retry_id]})
+
+    assert list(await _deliveries(aredis, keys.stream, keys.group)) == [main_ids[2]]
+    assert await _deliveries(aredis, keys.retry, keys.group) == {}
+    await ack(aredis, keys.group, {keys.stream: [], keys.retry: []})  # nothing to do: fine
+
+
+async def test_keep_fresh_resets_idle_without_counting_a_delivery(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    await ensure_group(aredis, keys.stream, keys.group)
+    eid = (await aredis.xadd(keys.stream, {"payload": "{}"})).decode()
+    await read_group(aredis, keys.group, "c1", [keys.stream], count=1, block_ms=None)
+    await asyncio.sleep(0.3)
+    [before] = await pending_of(aredis, keys.stream, keys.group)
+    assert before.idle_ms >= 250
+
+    await keep_fresh(aredis, keys.group, "c1", {keys.stream: [eid]})
+
+    [after] = await pending_of(aredis, keys.stream, keys.group)
+    assert after.idle_ms < 200
+    assert after.deliveries == before.deliveries == 1
+    assert after.consumer == "c1"
+    # And so another consumer's XAUTOCLAIM with the same threshold leaves it alone.
+    taken = await autoclaim(aredis, keys.stream, keys.group, "c2", min_idle_ms=250, count=10)
+    assert taken.entries == []
+
+
+async def test_autoclaim_takes_idle_entries_only(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    await ensure_group(aredis, keys.stream, keys.group)
+    old = (await aredis.xadd(keys.stream, {"payload": '{"n":1}'})).decode()
+    await read_group(aredis, keys.group, "dead", [keys.stream], count=1, block_ms=None)
+    await asyncio.sleep(0.3)
+    young = (await aredis.xadd(keys.stream, {"payload": '{"n":2}'})).decode()
+    await read_group(aredis, keys.group, "alive", [keys.stream], count=1, block_ms=None)
+
+    taken = await autoclaim(aredis, keys.stream, keys.group, "c2", min_idle_ms=250, count=10)
+
+    assert [(e.source, e.entry_id, e.payload) for e in taken.entries] == [
+        (keys.stream, old, b'{"n":1}')]
+    assert taken.deleted == []
+    owners = {r.entry_id: (r.consumer, r.deliveries)
+              for r in await pending_of(aredis, keys.stream, keys.group)}
+    assert owners == {old: ("c2", 2), young: ("alive", 1)}
+
+
+async def test_autoclaim_reports_entries_trimmed_away(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    await ensure_group(aredis, keys.stream, keys.group)
+    eid = (await aredis.xadd(keys.stream, {"payload": "{}"})).decode()
+    await read_group(aredis, keys.group, "dead", [keys.stream], count=1, block_ms=None)
+    await aredis.xdel(keys.stream, eid)
+
+    taken = await autoclaim(aredis, keys.stream, keys.group, "c2", min_idle_ms=0, count=10)
+
+    assert taken.entries == []
+    assert taken.deleted == [eid]
+
+
+async def test_claim_takes_named_entries_whatever_their_idle_time(
+    aredis: aioredis.Redis, keys: HandlerKeys
+) -> None:
+    await ensure_group(aredis, keys.stream, keys.group)
+    ids = [(await aredis.xadd(keys.stream, {"payload": "{}"})).decode() for _ in range(2)]
+    await read_group(aredis, keys.group, "dead", [keys.stream], count=2, block_ms=None)
+
+    got = await claim(aredis, keys.stream, keys.group, "c2", [ids[0]])
+
+    assert [e.entry_id for e in got] == [ids[0]]
+    assert await claim(aredis, keys.stream, keys.group, "c2", []) == []
+    mine = await pending_of(aredis, keys.stream, keys.group, consumer="c2")
+    assert [(r.entry_id, r.deliveries) for r in mine] == [(ids[0], 2)]

@@ -1,0 +1,140 @@
+"""The pool's CapacityLimiter: the bulkhead's size, shared by every handler of a pool."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from workers.limiter import CapacityLimiter, PoolStatistics
+
+
+async def _settle() -> None:
+    """Let every ready task run until it blocks again."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=">= 1"):
+        CapacityLimiter(0)
+
+
+async def test_acquire_up_to_takes_what_is_free() -> None:
+    limiter = CapacityLimiter(5)
+
+    assert await limiter.acquire_up_to(3) == 3
+    assert await limiter.acquire_up_to(10) == 2  # only two were left
+    assert limiter.available == 0
+    assert limiter.statistics() == PoolStatistics(in_flight=5, capacity=5, waiting=0)
+
+
+async def test_acquire_up_to_waits_for_a_slot_and_counts_the_waiter() -> None:
+    limiter = CapacityLimiter(2)
+    await limiter.acquire_up_to(2)
+
+    fetcher = asyncio.create_task(limiter.acquire_up_to(10))
+    await _settle()
+
+    assert not fetcher.done()
+    assert limiter.statistics() == PoolStatistics(in_flight=2, capacity=2, waiting=1)
+
+    limiter.release()
+    assert await asyncio.wait_for(fetcher, 1) == 1
+    assert limiter.statistics() == PoolStatistics(in_flight=2, capacity=2, waiting=0)
+
+
+async def test_release_wakes_waiters_one_at_a_time_in_order() -> None:
+    limiter = CapacityLimiter(1)
+    await limiter.acquire_up_to(1)
+    first = asyncio.create_task(limiter.acquire_up_to(1))
+    await _settle()
+    second = asyncio.create_task(limiter.acquire_up_to(1))
+    await _settle()
+    assert limiter.statistics().waiting == 2
+
+    limiter.release()
+    await _settle()
+
+    assert first.done() and not second.done()
+    assert limiter.statistics().waiting == 1
+    limiter.release()
+    assert await asyncio.wait_for(second, 1) == 1
+    assert limiter.statistics() == PoolStatistics(1, 1, 0)
+
+
+async def test_a_batch_release_lets_the_next_fetcher_take_the_whole_batch() -> None:
+    limiter = CapacityLimiter(4)
+    await limiter.acquire_up_to(4)
+    fetcher = asyncio.create_task(limiter.acquire_up_to(4))
+    await _settle()
+
+    limiter.release(3)
+
+    assert await asyncio.wait_for(fetcher, 1) == 3
+    assert limiter.available == 0
+
+
+async def test_a_cancelled_waiter_is_not_counted_any_more() -> None:
+    limiter = CapacityLimiter(1)
+    await limiter.acquire_up_to(1)
+    waiter = asyncio.create_task(limiter.acquire_up_to(1))
+    await _settle()
+    assert limiter.statistics().waiting == 1
+
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+    assert limiter.statistics() == PoolStatistics(in_flight=1, capacity=1, waiting=0)
+    limiter.release()
+    assert limiter.available == 1
+
+
+async def test_acquire_exactly_waits_for_every_slot() -> None:
+    limiter = CapacityLimiter(3)
+    await limiter.acquire_up_to(2)
+
+    task = asyncio.create_task(limiter.acquire_exactly(3))
+    await _settle()
+    assert not task.done()
+    assert limiter.statistics().in_flight == 3  # took the free one, waits for two more
+
+    limiter.release(2)
+    await asyncio.wait_for(task, 1)
+    assert limiter.statistics() == PoolStatistics(in_flight=3, capacity=3, waiting=0)
+
+
+def test_releasing_more_than_borrowed_is_an_error() -> None:
+    limiter = CapacityLimiter(2)
+
+    with pytest.raises(RuntimeError, match="released more slots"):
+        limiter.release()
+
+
+def test_statistics_are_a_frozen_snapshot() -> None:
+    stats = CapacityLimiter(3).statistics()
+
+    assert stats == PoolStatistics(in_flight=0, capacity=3, waiting=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.in_flight = 1  # type: ignore[misc]
+
+
+async def test_releasing_several_slots_wakes_as_many_waiters() -> None:
+    limiter = CapacityLimiter(2)
+    await limiter.acquire_up_to(2)
+    first = asyncio.create_task(limiter.acquire_up_to(1))
+    second = asyncio.create_task(limiter.acquire_up_to(1))
+    await _settle()
+
+    try:
+        limiter.release(2)
+        await _settle()
+
+        assert first.done() and second.done()
+        assert limiter.statistics() == PoolStatistics(in_flight=2, capacity=2, waiting=0)
+    finally:
+        for task in (first, second):
+            task.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)

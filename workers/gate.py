@@ -1,0 +1,141 @@
+"""A handler's circuit breaker at run time: may this consumer read, and how much?
+
+The breaker's state lives in Redis (``queues.breaker_store``) and is shared by the fleet.
+To keep it off the per-message path, a consumer keeps the state it last heard:
+
+* every ack pipeline carries the outcomes recorded since the last one (one Lua call per
+  batch) and its reply is the breaker's state, so a busy consumer hears about a change,
+  its own or another process's or an operator's, within one batch;
+* while that state is ``closed`` and fresh, reading needs no extra round trip; otherwise
+  (open, half-open, forced, or not heard of for a second) the consumer asks first
+  (``acquire``), which also hands out the fleet-wide half-open probe leases.
+
+Open means stop reading: messages wait in the stream. Entries fetched just before the
+breaker opened are parked in the delayed set until it may close, without using up an
+attempt; with a ``fallback``, messages go to the fallback instead and are acked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from queues import breaker_store as store
+from queues.keys import HandlerKeys
+from workers.breaker import CircuitBreaker
+
+log = logging.getLogger("seawall.breaker")
+
+FRESH_FOR = 1.0
+"""Seconds a "closed" heard from Redis is trusted without asking again."""
+POLL_WHILE_SHUT = 1.0
+"""Longest wait before asking again while reading is not allowed (an operator may close)."""
+BLOCKING = frozenset({store.OPEN, store.FORCED_OPEN})
+
+
+class BreakerGate:
+    """One consumer's view of its handler's breaker."""
+
+    def __init__(self, breaker: CircuitBreaker, keys: HandlerKeys, handler: str,
+                 lease_ttl: float) -> None:
+        self.breaker = breaker
+        self.params = breaker.params()
+        self.keys = keys
+        self.handler = handler
+        self.lease_ttl_ms = max(1000, int(lease_ttl * 1000))
+        self.state = store.CLOSED
+        self.open_until_ms: int | None = None
+        self._heard_at = float("-inf")
+        self._outcomes: list[int] = []
+        self._lease: str | None = None
+        self._probes_out = 0
+        """Messages read under the current lease and not yet recorded."""
+
+    @property
+    def blocking(self) -> bool:
+        """Reading is shut: fetched messages go to the fallback or are parked."""
+        return self.state in BLOCKING
+
+    def resume_at_ms(self) -> int:
+        """When a parked message should come back: when the breaker may let probes in."""
+        now_ms = int(time.time() * 1000)
+        until = self.open_until_ms or (now_ms + self.params.open_for_ms)
+        return max(until, now_ms + 1)
+
+    def _hear(self, state: str, open_until_ms: int | None, reason: str) -> None:
+        self._heard_at = time.monotonic()
+        if state != self.state:
+            level = logging.WARNING if state in BLOCKING else logging.INFO
+            log.log(level, "circuit breaker state changed", extra={
+                "handler": self.handler, "from": self.state, "to": state, "reason": reason,
+                "open_until_ms": open_until_ms})
+        self.state = state
+        self.open_until_ms = open_until_ms
+
+    # -- before reading ----------------------------------------------------------------
+
+    async def admit(self, client: Any, wanted: int) -> tuple[int | None, float]:
+        """How many messages may be read now: ``None`` for no limit (closed), else at most
+        that many (0: none; then also how long to wait before asking again)."""
+        if self.state == store.CLOSED and time.monotonic() - self._heard_at < FRESH_FOR:
+            return None, 0.0
+        if self._lease is not None and self._probes_out:
+            # Our probes are still running; their outcome decides.
+            return 0, 0.05
+        grant = await store.acquire(client, self.keys, self.params,
+                                    lease_ttl_ms=self.lease_ttl_ms, want=wanted)
+        self._hear(grant.state, grant.open_until_ms, "acquire")
+        if grant.lease is not None:
+            self._lease = grant.lease
+        if not grant.may_read:
+            wait = POLL_WHILE_SHUT
+            if grant.retry_in_ms is not None:
+                wait = min(wait, max(0.01, grant.retry_in_ms / 1000))
+            return 0, wait
+        if grant.permits is None:
+            return None, 0.0
+        return min(wanted, grant.permits), 0.0
+
+    @property
+    def holds_idle_lease(self) -> bool:
+        """A probe lease with nothing running under it: the next flush gives it back."""
+        return self._lease is not None and self._probes_out == 0
+
+    def read(self, count: int) -> None:
+        """``count`` messages were read under the current grant."""
+        if self._lease is not None:
+            self._probes_out += count
+
+    # -- after handling ----------------------------------------------------------------
+
+    def record(self, error: BaseException | None, duration: float) -> None:
+        self._outcomes.append(self.breaker.classify(error, duration))
+
+    def record_probe_done(self) -> None:
+        if self._lease is not None and self._probes_out > 0:
+            self._probes_out -= 1
+
+    def contribute(self, pipe: Any) -> Callable[[Any], None] | None:
+        """Add this batch's outcomes (and the lease, once its probes are done) to the ack
+        pipeline; returns the callback that reads the breaker's state from the reply."""
+        lease = self._lease if self._probes_out == 0 else None
+        if not self._outcomes and lease is None:
+            return None
+        outcomes, self._outcomes = self._outcomes, []
+        if lease is not None:
+            self._lease = None
+        store.queue_record_outcomes(pipe, self.keys, self.params, outcomes, lease=lease)
+
+        def heard(reply: Any) -> None:
+            if isinstance(reply, Exception):
+                return
+            result = store.parse_record_result(reply)
+            reason = "outcomes recorded" if result.changed else "unchanged"
+            if result.changed and result.state in BLOCKING:
+                reason = (f"{result.failures} failed and {result.slow_calls} slow of "
+                          f"{result.calls} calls")
+            self._hear(result.state, result.open_until_ms, reason)
+
+        return heard
