@@ -5,9 +5,11 @@ handler) from their own stream, each in its own process, and both are timed the 
 from outside: from the first entry read (the group's ``entries-read`` moves) until the group
 has no lag and nothing pending. Process start-up is thus left out of both.
 
-    python bench/throughput.py [--n 20000] [--runs fail10]
+    python bench/throughput.py [--n 20000] [--rounds 3] [--runs fail10,nobreaker]
 
-Prints a table and ends with ``ratio: <seawall msgs/s / raw msgs/s>``.
+Each variant runs ``--rounds`` times, the variants interleaved so that a noisy moment on a
+shared machine hits all of them alike; the table shows each variant's median round. It ends
+with ``ratio: <seawall msgs/s / raw msgs/s>``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,13 @@ class Result:
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else float("inf")
+
+
+def median_round(results: list[Result]) -> Result:
+    ordered = sorted(results, key=lambda r: r.seconds)
+    middle = ordered[len(ordered) // 2]
+    peak = max((r.peak_rss_mb or 0.0) for r in results) or None
+    return Result(middle.name, middle.messages, middle.seconds, peak)
 
 
 def _publish(client: redis.Redis, stream: str, n: int) -> None:
@@ -165,20 +175,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--redis-url", default=os.environ.get("SEAWALL_REDIS_URL",
                                                                "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", default="", help="extra runs, comma separated: fail10, nobreaker")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
     extra = {r for r in args.runs.split(",") if r}
-    results = [run_raw(client, args.redis_url, args.n),
-               run_seawall(client, args.redis_url, args.n, name="seawall")]
+    url, n = args.redis_url, args.n
+    variants: list[Callable[[], Result]] = [
+        lambda: run_raw(client, url, n),
+        lambda: run_seawall(client, url, n, name="seawall"),
+    ]
     if "nobreaker" in extra:
-        results.append(run_seawall(client, args.redis_url, args.n, name="seawall, breaker=None",
-                                   breaker=False))
+        variants.append(lambda: run_seawall(client, url, n, name="seawall, breaker=None",
+                                            breaker=False))
     if "fail10" in extra:
-        results.append(run_seawall(client, args.redis_url, args.n,
-                                   name="seawall, 10% fail once", fail_every=10))
+        variants.append(lambda: run_seawall(client, url, n, name="seawall, 10% fail once",
+                                            fail_every=10))
+    rounds: list[list[Result]] = [[] for _ in variants]
+    for _ in range(max(1, args.rounds)):
+        for i, variant in enumerate(variants):
+            rounds[i].append(variant())
+    results = [median_round(r) for r in rounds]
     raw, seawall = results[0], results[1]
-    print(f"\n{'run':<28} {'messages':>9} {'seconds':>8} {'msgs/s':>10} {'peak RSS MB':>12}")
+    print(f"\nmedian of {max(1, args.rounds)} rounds, {n} messages each")
+    print(f"{'run':<28} {'messages':>9} {'seconds':>8} {'msgs/s':>10} {'peak RSS MB':>12}")
     for r in results:
         rss = f"{r.peak_rss_mb:.1f}" if r.peak_rss_mb else "-"
         print(f"{r.name:<28} {r.messages:>9} {r.seconds:>8.3f} {r.rate:>10.0f} {rss:>12}")

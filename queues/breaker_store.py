@@ -167,7 +167,8 @@ def _check_outcomes(outcomes: Sequence[int]) -> list[int]:
 
 def _record_args(params: BreakerParams, outcomes: Sequence[int], now_ms: int | None,
                  lease: str | None) -> list[Any]:
-    return [_now_arg(now_ms), *params.args(), lease or "", *_check_outcomes(outcomes)]
+    codes = "".join(map(str, _check_outcomes(outcomes)))
+    return [_now_arg(now_ms), *params.args(), lease or "", codes]
 
 
 def parse_record_result(reply: Any) -> RecordResult:

@@ -7,7 +7,8 @@
 -- ARGV[6]   open_for_ms: how long the breaker stays open before it lets probes through
 -- ARGV[7]   half_open_calls: probes (fleet-wide) that decide between closed and open again
 -- ARGV[8]   lease id from breaker_acquire.lua ("" = none); this call releases that lease
--- ARGV[9..] outcome codes: 0 success, 1 failure, 2 slow success, 3 slow failure, 4 ignored
+-- ARGV[9]   outcome codes, one digit each, oldest first ("" for none): 0 success,
+--           1 failure, 2 slow success, 3 slow failure, 4 ignored
 --
 -- Records one read batch of outcomes and makes the transitions they cause, atomically: the
 -- same machine as workers/breaker.py (`record`). Closed: outcomes enter the window; once it
@@ -35,13 +36,9 @@ local slow_call_rate = tonumber(ARGV[5])
 local open_for = tonumber(ARGV[6])
 local half_open_calls = tonumber(ARGV[7])
 local lease = ARGV[8]
-local FIRST = 9
-
-for i = FIRST, #ARGV do
-  local c = ARGV[i]
-  if c ~= '0' and c ~= '1' and c ~= '2' and c ~= '3' and c ~= '4' then
-    return redis.error_reply('ERR breaker_record: unknown outcome code ' .. c)
-  end
+local codes = ARGV[9] or ''
+if string.find(codes, '[^01234]') then
+  return redis.error_reply('ERR breaker_record: outcome codes must be digits 0-4: ' .. codes)
 end
 
 local function int(x)
@@ -82,12 +79,14 @@ local before = state
 if state == 'closed' then
   local w = redis.call('HGET', key, 'window') or ''
   local trip = false
-  for i = FIRST, #ARGV do
-    local c = ARGV[i]
+  for i = 1, #codes do
+    local c = string.sub(codes, i, i)
     if c ~= '4' then
       w = w .. c
       if #w > window then w = string.sub(w, #w - window + 1) end
-      if #w >= min_calls then
+      -- A plain success can only lower both rates, so only a failure or a slow call (or
+      -- the window reaching min_calls) can trip the breaker.
+      if #w >= min_calls and (c ~= '0' or #w == min_calls) then
         local failures, slow = count(w)
         if failures / #w >= failure_rate or slow / #w >= slow_call_rate then
           trip = true
@@ -107,10 +106,10 @@ elseif state == 'half_open' and lease ~= '' then
     local calls = tonumber(redis.call('HGET', key, 'probe_calls') or '0')
     local slow = tonumber(redis.call('HGET', key, 'probe_slow') or '0')
     local settled = false
-    for i = FIRST, #ARGV do
+    for i = 1, #codes do
       if permits <= 0 then break end
       permits = permits - 1
-      local c = ARGV[i]
+      local c = string.sub(codes, i, i)
       if c == '1' or c == '3' then
         open_now()
         settled = true
