@@ -117,10 +117,6 @@ def test_the_exceptions_form_the_documented_tree(exported: dict[str, Any]) -> No
         ("config", "handler_errors", "handler_error", "timeout", "breaker_open"), True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime bug: workers/pool.py:42 calls tenacity's wait_exponential_jitter(initial=0.1), "
-    "deprecated in tenacity 9 (use multiplier=0.1): `import workers` emits a "
-    "DeprecationWarning, an error under the project's filterwarnings=['error']"))
 def test_importing_the_packages_emits_no_warnings(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-W", "error", "-c", "import workers, queues"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -75,6 +75,10 @@ class AckBatcher:
     def pending(self) -> int:
         return sum(len(v) for v in self._acks.values()) + len(self._ops)
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [self._task] if self._task is not None else []
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="seawall-acker")
 

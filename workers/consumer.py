@@ -88,7 +88,7 @@ class HandlerConsumer:
         self.gate: BreakerGate | None = None
         if spec.breaker is not None:
             self.gate = BreakerGate(spec.breaker, spec.keys, spec.name,
-                                    lease_ttl=(self.timeout or 300.0) + 30.0)
+                                    lease_ttl=(self.timeout or 300.0) + 5.0)
             acker.contribute(self.gate.contribute)
         self._diverted: set[tuple[str, str]] = set()
         """Entries read while the breaker was shut, for the fallback."""

@@ -89,6 +89,11 @@ class Dispatcher:
             worker.deadline = (time.monotonic() + timeout) if timeout is not None else 0.0
             try:
                 await consumer.run_one(envelope, worker)
+            except Exception:
+                # run_one handles a handler's errors; this is a bug in the bookkeeping.
+                # The entry stays pending (redelivered later); the worker carries on.
+                log.exception("error while finishing a message", extra={
+                    "handler": consumer.spec.name, "entry_id": envelope.entry_id})
             finally:
                 worker.deadline = None
                 worker.timed_out = False

@@ -39,8 +39,12 @@ log = logging.getLogger("seawall.pool")
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 HEARTBEAT_SECONDS = 5.0
-reconnect_wait = wait_exponential_jitter(initial=0.1, max=5.0)
+reconnect_wait = wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2)
 """tenacity's strategy for waiting between attempts to reach Redis again."""
+
+
+class PoolCrashed(RuntimeError):
+    """One of the pool's loops died of an unexpected error."""
 
 
 def consumer_name(app: str, pool: str, slot: int, host: str | None = None) -> str:
@@ -106,7 +110,7 @@ class Pool:
         background.append(asyncio.create_task(self._keep_fresh(), name="keep-fresh"))
         background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         try:
-            await stop.wait()
+            await self._until_stopped(stop, [*background, *acker.tasks])
             log.info("pool stopping: no more fetching", extra={"pool": self.config.name,
                                                                "grace": grace})
             for task in background[:len(self.consumers)]:
@@ -132,6 +136,22 @@ class Pool:
             log.info("pool stopped", extra={"pool": self.config.name,
                                             "handled": sum(c.handled for c in self.consumers),
                                             "failed": sum(c.failed for c in self.consumers)})
+
+    async def _until_stopped(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for ``stop``. If one of the pool's own loops dies of an unexpected error, the
+        process must not limp on without it: raise, so the supervisor restarts the pool
+        (its pending entries are recovered by the new process)."""
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        for task in done:
+            if task is not stopped and not task.cancelled() and task.exception() is not None:
+                log.critical("pool loop died; exiting so the supervisor restarts the pool",
+                             extra={"pool": self.config.name, "loop": task.get_name()},
+                             exc_info=task.exception())
+                raise PoolCrashed(task.get_name()) from task.exception()
 
     def _watchdog_interval(self) -> float | None:
         """How often the watchdog looks for overrunning handlers: a tenth of the shortest

@@ -18,7 +18,7 @@ import sys
 from workers import logs
 from workers.errors import ConfigError
 from workers.loader import load_app
-from workers.pool import Pool
+from workers.pool import Pool, PoolCrashed
 from workers.signals import StopSignals
 
 
@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seawall: {exc}", file=sys.stderr)
         return 2
     config = app.pools[args.pool].with_concurrency(args.concurrency)
-    asyncio.run(serve(Pool(app, config, slot=args.slot), args.grace))
+    try:
+        asyncio.run(serve(Pool(app, config, slot=args.slot), args.grace))
+    except PoolCrashed:
+        return 1
     return 0
 
 

@@ -162,6 +162,8 @@ def decide(
     if isinstance(error, NonRetryable):
         return GiveUp(f"non-retryable: {type(error).__name__}")
     if isinstance(error, ValidationError):
+        if any(e.get("type") == "json_invalid" for e in error.errors()):
+            return GiveUp("undecodable payload: not valid JSON")
         return GiveUp("invalid payload: validation failed")
     if isinstance(error, EnvelopeError):
         return GiveUp("invalid message: not a seawall envelope")
