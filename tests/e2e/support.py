@@ -1,5 +1,6 @@
-"""Helpers for the end-to-end tests: waiting, finding processes, and the ledger that says
-where every message of a stream is (handled, pending, or not read yet)."""
+"""Helpers for the end-to-end tests: one test's world (:class:`E2E`: its app module, app
+name, streams, processes and keys), waiting, finding processes, and the ledger that says
+where every message of a stream is (acked, pending, or not read yet)."""
 
 from __future__ import annotations
 
@@ -218,7 +219,10 @@ class E2E:
         return self._app
 
     def write_app(self, source: str) -> str:
-        """Write the app module; ``source`` may use {REDIS_URL}, {APP} and {PREFIX}."""
+        """Write the test's app module: ``source`` (pools and handlers) goes after a header
+        that defines ``app``, the payload model ``Msg`` (``n``, ``sent_at``), ``PREFIX``
+        (the test's key prefix), ``SLEEP`` (from ``E2E_SLEEP``), ``sync_redis`` and
+        ``aredis()`` (clients handlers record what they handled with)."""
         module = f"app_{self.uid}"
         header = textwrap.dedent(f"""\
             import asyncio, os, threading, time
