@@ -178,7 +178,9 @@ class HandlerConsumer:
         # XREADGROUP's COUNT is per stream: two streams may return up to twice ``granted``.
         extra = len(entries) - granted
         if extra > 0:
-            await self.limiter.acquire_exactly(extra)
+            # These entries are ours now and must run; waiting for slots that only they
+            # could free would deadlock, so borrow past the limit for this once.
+            self.limiter.borrow_over(extra)
         elif extra < 0:
             self.limiter.release(-extra)
         if not entries:
@@ -194,6 +196,18 @@ class HandlerConsumer:
             self._diverted.update((e.source, e.entry_id) for e in entries[limit:])
         self.start(entries)
         return len(entries)
+
+    async def start_recovered(self, envelopes: list[Envelope]) -> None:
+        """Start entries taken back from a dead consumer, asking the breaker first: a
+        restarted process must not call a dependency whose breaker is open."""
+        if self.gate is not None and envelopes:
+            limit, _ = await self.gate.admit(self.client, len(envelopes))
+            if limit == 0:
+                self._diverted.update((e.source, e.entry_id) for e in envelopes)
+            elif limit is not None:
+                self.gate.read(min(limit, len(envelopes)))
+                self._diverted.update((e.source, e.entry_id) for e in envelopes[limit:])
+        self.start(envelopes)
 
     def start(self, envelopes: list[Envelope]) -> None:
         """Queue messages whose slots are already taken on the pool's workers."""
@@ -211,7 +225,7 @@ class HandlerConsumer:
         """Run one message (slot already taken) and wait for it to finish."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[(envelope.source, envelope.entry_id)] = done
-        self.start([envelope])
+        await self.start_recovered([envelope])
         await asyncio.shield(done)
 
     # -- running one message -----------------------------------------------------------

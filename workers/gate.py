@@ -120,7 +120,11 @@ class BreakerGate:
     def contribute(self, pipe: Any) -> Callable[[Any], None] | None:
         """Add this batch's outcomes (and the lease, once its probes are done) to the ack
         pipeline; returns the callback that reads the breaker's state from the reply."""
-        lease = self._lease if self._probes_out == 0 else None
+        if self._lease is not None and self._probes_out > 0:
+            # Probing: outcomes only count with the lease, which goes back with the last
+            # probe's outcome; hold them until then.
+            return None
+        lease = self._lease
         if not self._outcomes and lease is None:
             return None
         outcomes, self._outcomes = self._outcomes, []

@@ -51,10 +51,10 @@ class CapacityLimiter:
         self._borrowed += granted
         return granted
 
-    async def acquire_exactly(self, count: int) -> None:
-        """Take ``count`` slots, waiting for each (entries already read must all run)."""
-        for _ in range(count):
-            await self.acquire_up_to(1)
+    def borrow_over(self, count: int) -> None:
+        """Take ``count`` slots now, even past the limit (entries already read must run;
+        the next fetch then waits until the pool is back under its limit)."""
+        self._borrowed += count
 
     def release(self, count: int = 1) -> None:
         self._borrowed -= count

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -58,11 +59,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seawall: {exc}", file=sys.stderr)
         return 2
     config = app.pools[args.pool].with_concurrency(args.concurrency)
+    code = 0
     try:
         asyncio.run(serve(Pool(app, config, slot=args.slot), args.grace))
     except PoolCrashed:
-        return 1
-    return 0
+        code = 1
+    # A sync handler still blocking its thread past the grace period would keep the
+    # interpreter alive (it joins executor threads at exit); the bookkeeping is done.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -54,15 +54,15 @@ async def recover(
     for entry in poison:
         envelope = await _read_unclaimed(consumer, stream, entry.entry_id)
         await on_poison(consumer, envelope, entry.deliveries)
-    for start in range(0, len(fresh), PAGE):
-        chunk = fresh[start:start + PAGE]
-        granted = 0
-        while granted < len(chunk):
-            granted += await consumer.limiter.acquire_up_to(len(chunk) - granted)
+    while fresh:
+        # Claim only as many as there are free slots, so they start at once and free
+        # their slots for the next ones.
+        granted = await consumer.limiter.acquire_up_to(min(PAGE, len(fresh)))
+        chunk, fresh = fresh[:granted], fresh[granted:]
         envelopes = await _entries(consumer, stream, chunk)
         consumer.limiter.release(len(chunk) - len(envelopes))
         if envelopes:
-            consumer.start(envelopes)
+            await consumer.start_recovered(envelopes)
     for entry in suspicious:
         await consumer.limiter.acquire_up_to(1)
         envelopes = await _entries(consumer, stream, [entry.entry_id])
@@ -85,8 +85,10 @@ async def recover_own(consumer: HandlerConsumer, on_poison: PoisonHandler) -> in
             if not pending:
                 break
             total += await recover(consumer, stream, pending, on_poison)
-            # Wait for this page before asking again, or XPENDING would list it once more.
+            # Wait for this page, and for its acks to reach Redis, before asking again, or
+            # XPENDING would list it once more.
             await consumer.drain()
+            await consumer.acker.flush()
     if total:
         log.info("recovered pending entries", extra={"handler": consumer.spec.name,
                                                      "count": total})
@@ -101,7 +103,8 @@ async def claim_abandoned(consumer: HandlerConsumer, on_poison: PoisonHandler) -
         reply = await consumer.client.xautoclaim(
             stream, consumer.group, consumer.consumer, min_idle, "0-0", count=PAGE, justid=True
         )
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in (reply[1] or [])]
+        # With JUSTID, redis-py returns the list of claimed ids itself.
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in (reply or [])]
         ids = [i for i in ids if (stream, i) not in consumer.in_flight]
         if not ids:
             continue

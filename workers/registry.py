@@ -17,7 +17,7 @@ class HandlerRecord:
     pool: str
     app: str
     claim_after: float = 30.0
-    max_deliveries: int = 10
+    max_deliveries: int = 5
     breaker: dict[str, Any] | None = field(default=None)
     """The breaker's configuration as JSON-able values, or None when the handler has none."""
 

@@ -404,11 +404,6 @@ def test_operators_open_and_close_a_running_fleet_within_a_batch(e2e: E2E) -> No
 # -- runtime bugs, pinned (strict xfail: each turns into a failure once fixed) ---------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/consumer.py fetch(): XREADGROUP's COUNT is per stream, so a read of the stream "
-    "and the retry stream returns up to twice the slots taken; `await "
-    "limiter.acquire_exactly(extra)` then waits for slots that only this very batch, not "
-    "yet started, would free: the fetch loop hangs forever with the batch pending"))
 def test_after_the_breaker_closes_a_backlog_and_retries_drain(e2e: E2E) -> None:
     stream, handler = e2e.stream("orders"), e2e.handler("pack")
     # The pool's default batch_size (100) is above its concurrency (4).
@@ -435,11 +430,6 @@ def test_after_the_breaker_closes_a_backlog_and_retries_drain(e2e: E2E) -> None:
                    settled(client, stream, handler)))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/gate.py contribute(): with half_open_calls > 1 one lease holds several "
-    "permits, but outcomes flushed before the lease's last probe finished are recorded "
-    "without the lease, and breaker_record.lua ignores lease-less outcomes in half-open: "
-    "those probes are lost and extra probes are let through (a failed one does not reopen)"))
 def test_half_open_lets_exactly_half_open_calls_probes_through(e2e: E2E) -> None:
     stream, handler = e2e.stream("orders"), e2e.handler("price")
     app_path = write_breaker_app(
@@ -465,11 +455,6 @@ def test_half_open_lets_exactly_half_open_calls_probes_through(e2e: E2E) -> None
     assert len(probes) == 2, probes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/recovery.py recover_own() -> recover() -> consumer.start(): the entries a "
-    "restarted process takes back run before its gate has asked Redis (BreakerGate.state "
-    "starts 'closed' and run_one only checks gate.blocking), so it calls the dependency "
-    "while the breaker is (forced) open instead of parking them"))
 def test_a_restarted_process_does_not_call_through_an_open_breaker(e2e: E2E) -> None:
     stream, handler = e2e.stream("orders"), e2e.handler("deliver")
     app_path = write_breaker_app(e2e, stream, handler, breaker="open_for=2")

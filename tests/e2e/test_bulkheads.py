@@ -104,12 +104,6 @@ def hang_sync(msg: Msg) -> None:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime bug: a sync handler still blocking its thread when the grace period ends keeps "
-    "the pool process alive: Pool.run (workers/pool.py, `executor.shutdown(wait=False, "
-    "cancel_futures=True)`) returns, but interpreter exit joins the ThreadPoolExecutor's "
-    "non-daemon worker threads (concurrent.futures' atexit hook), so the process lingers "
-    "until the supervisor SIGKILLs it at grace + 10 s"))
 def test_a_blocked_sync_handler_does_not_outlive_the_grace_period(e2e: E2E) -> None:
     stream, handler = e2e.stream("orders"), e2e.handler("hang_sync")
     app_path = e2e.write_app(SYNC_HANG_APP.format(stream=stream, handler=handler))

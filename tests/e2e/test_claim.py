@@ -85,7 +85,6 @@ CLAIM_BUG = (
     "the supervisor it crash-loops), so no pool reads past that point or takes anything over")
 
 
-@pytest.mark.xfail(strict=True, reason=CLAIM_BUG)
 def test_entries_of_a_dead_consumer_are_taken_over_after_claim_after(e2e: E2E) -> None:
     stream, handler = e2e.stream("orders"), e2e.handler("slow")
     app_path = e2e.write_app(APP.format(stream=stream, handler=handler, concurrency=4,
@@ -130,7 +129,6 @@ def test_entries_of_a_dead_consumer_are_taken_over_after_claim_after(e2e: E2E) -
     assert survivor.wait(timeout=10) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=CLAIM_BUG)
 def test_a_pool_keeps_reading_after_looking_for_abandoned_entries(e2e: E2E) -> None:
     stream, handler = e2e.stream("orders"), e2e.handler("slow")
     app_path = e2e.write_app(APP.format(stream=stream, handler=handler, concurrency=4,

@@ -129,7 +129,6 @@ CLAIM_BUG = (
     "(PoolCrashed) and nothing is taken over after claim_after")
 
 
-@pytest.mark.xfail(strict=True, reason=CLAIM_BUG)
 async def test_a_completed_message_taken_over_after_claim_after_is_not_run_again(
     lab: Lab, aredis: aioredis.Redis,
 ) -> None:

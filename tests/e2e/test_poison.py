@@ -132,7 +132,6 @@ async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator
     await world.cleanup(aredis)
 
 
-@pytest.mark.xfail(strict=True, reason=RECOVERY_DEADLOCK)
 async def test_a_restarted_pool_recovers_more_pending_entries_than_its_concurrency(
     lab: Lab, aredis: aioredis.Redis,
 ) -> None:

@@ -92,18 +92,20 @@ async def test_a_cancelled_waiter_is_not_counted_any_more() -> None:
     assert limiter.available == 1
 
 
-async def test_acquire_exactly_waits_for_every_slot() -> None:
+async def test_borrowing_over_the_limit_makes_the_next_fetch_wait() -> None:
     limiter = CapacityLimiter(3)
-    await limiter.acquire_up_to(2)
+    await limiter.acquire_up_to(3)
 
-    task = asyncio.create_task(limiter.acquire_exactly(3))
+    limiter.borrow_over(2)  # a read returned more entries than slots were free
+    assert limiter.statistics() == PoolStatistics(in_flight=5, capacity=3, waiting=0)
+
+    task = asyncio.create_task(limiter.acquire_up_to(1))
     await _settle()
-    assert not task.done()
-    assert limiter.statistics().in_flight == 3  # took the free one, waits for two more
-
     limiter.release(2)
-    await asyncio.wait_for(task, 1)
-    assert limiter.statistics() == PoolStatistics(in_flight=3, capacity=3, waiting=0)
+    await _settle()
+    assert not task.done()  # back at the limit, still no free slot
+    limiter.release(1)
+    assert await asyncio.wait_for(task, 1) == 1
 
 
 def test_releasing_more_than_borrowed_is_an_error() -> None:
