@@ -38,8 +38,8 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
 
 
 def parse_read_reply(reply: Any) -> list[Envelope]:
-    """XREADGROUP's reply (RESP2 list or RESP3 dict) as envelopes; deleted entries are skipped
-    by the caller through :func:`deleted_ids`."""
+    """XREADGROUP's reply (RESP2 list or RESP3 dict) as envelopes; an entry deleted from the
+    stream while pending comes back with no fields (and then fails as having no payload)."""
     out: list[Envelope] = []
     items = reply.items() if isinstance(reply, dict) else (reply or [])
     for stream_raw, entries in items:
@@ -158,3 +158,36 @@ async def pending_of(
                      int(r["times_delivered"]))
         for r in rows
     ]
+
+
+async def autoclaim_ids(
+    client: aioredis.Redis, stream: str, group: str, consumer: str, *, min_idle_ms: int,
+    count: int,
+) -> list[str]:
+    """Take over entries idle longer than ``min_idle_ms`` without counting a delivery
+    (JUSTID); the caller then decides, by delivery count, how to run each."""
+    reply: Any = await client.xautoclaim(stream, group, consumer, min_idle_ms, "0-0",
+                                         count=count, justid=True)
+    # With JUSTID, redis-py returns the list of claimed ids itself.
+    return [_s(i) for i in (reply or [])]
+
+
+async def pending_entries(
+    client: aioredis.Redis, stream: str, group: str, ids: Sequence[str]
+) -> list[PendingEntry]:
+    """XPENDING details (owner, idle time, deliveries) of specific entries, one pipeline."""
+    async with client.pipeline(transaction=False) as pipe:
+        for entry_id in ids:
+            pipe.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
+        rows = await pipe.execute()
+    return [
+        PendingEntry(entry_id, _s(r[0]["consumer"]), int(r[0]["time_since_delivered"]),
+                     int(r[0]["times_delivered"]))
+        for entry_id, r in zip(ids, rows, strict=True) if r
+    ]
+
+
+async def entry(client: aioredis.Redis, stream: str, entry_id: str) -> Envelope:
+    """One entry by id, without claiming it (empty fields if it was deleted)."""
+    rows: Any = await client.xrange(stream, min=entry_id, max=entry_id, count=1)
+    return Envelope(stream, entry_id, rows[0][1] if rows else {})

@@ -52,10 +52,6 @@ class Dispatcher:
     def queued(self) -> int:
         return len(self._queue)
 
-    @property
-    def busy(self) -> int:
-        return sum(1 for w in self._workers if w.deadline is not None or w.timed_out)
-
     def start(self, watchdog_interval: float | None) -> None:
         for i in range(self.concurrency):
             worker = WorkerSlot()
@@ -118,9 +114,6 @@ class Dispatcher:
             consumer.limiter.release()
             consumer.settle()
         return dropped
-
-    def running_tasks(self) -> list[asyncio.Task[None]]:
-        return [w.task for w in self._workers if w.task is not None and w.deadline is not None]
 
     async def wait_idle(self, cancel: asyncio.Event, grace: float) -> int:
         """Wait until no worker is running a message, the grace period ends, or ``cancel``

@@ -34,12 +34,6 @@ async def _entries(consumer: HandlerConsumer, stream: str, ids: list[str]) -> li
     return await streams.claim(consumer.client, stream, consumer.group, consumer.consumer, ids)
 
 
-async def _read_unclaimed(consumer: HandlerConsumer, stream: str, entry_id: str) -> Envelope:
-    rows = await consumer.client.xrange(stream, min=entry_id, max=entry_id, count=1)
-    fields = rows[0][1] if rows else {}
-    return Envelope(stream, entry_id, fields)
-
-
 async def recover(
     consumer: HandlerConsumer, stream: str, pending: list[PendingEntry], on_poison: PoisonHandler
 ) -> int:
@@ -52,7 +46,7 @@ async def recover(
         key=lambda p: p.deliveries,
     )
     for entry in poison:
-        envelope = await _read_unclaimed(consumer, stream, entry.entry_id)
+        envelope = await streams.entry(consumer.client, stream, entry.entry_id)
         await on_poison(consumer, envelope, entry.deliveries)
     while fresh:
         # Claim only as many as there are free slots, so they start at once and free
@@ -100,23 +94,12 @@ async def claim_abandoned(consumer: HandlerConsumer, on_poison: PoisonHandler) -
     min_idle = int(consumer.claim_after * 1000)
     total = 0
     for stream in consumer.streams:
-        reply = await consumer.client.xautoclaim(
-            stream, consumer.group, consumer.consumer, min_idle, "0-0", count=PAGE, justid=True
-        )
-        # With JUSTID, redis-py returns the list of claimed ids itself.
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in (reply or [])]
+        ids = await streams.autoclaim_ids(consumer.client, stream, consumer.group,
+                                          consumer.consumer, min_idle_ms=min_idle, count=PAGE)
         ids = [i for i in ids if (stream, i) not in consumer.in_flight]
         if not ids:
             continue
-        async with consumer.client.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.xpending_range(stream, consumer.group, min=entry_id, max=entry_id, count=1)
-            rows = await pipe.execute()
-        pending = [
-            PendingEntry(entry_id, consumer.consumer, int(r[0]["time_since_delivered"]),
-                         int(r[0]["times_delivered"]))
-            for entry_id, r in zip(ids, rows, strict=True) if r
-        ]
+        pending = await streams.pending_entries(consumer.client, stream, consumer.group, ids)
         log.info("taking over abandoned entries",
                  extra={"handler": consumer.spec.name, "stream": stream, "count": len(pending)})
         total += await recover(consumer, stream, pending, on_poison)
