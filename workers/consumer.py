@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from queues import delayed, streams
-from queues.envelope import Envelope
+from queues.envelope import ORIGIN_ENTRY_ID, Envelope
 from workers.acker import AckBatcher
 from workers.context import Context
 from workers.dispatch import Dispatcher, WorkerSlot
@@ -298,10 +298,9 @@ class HandlerConsumer:
         assert self.gate is not None
         keys = self.spec.keys
         due_ms = self.gate.resume_at_ms()
-        fields = delayed.retry_fields(
-            envelope.fields, attempt=envelope.attempt,
-            first_failed_at_ms=envelope.first_failed_at_ms or int(time.time() * 1000),
-            origin_entry_id=envelope.origin_entry_id)
+        # Parked, not failed: same attempt, and no failure time invented for it.
+        fields = dict(envelope.fields)
+        fields[ORIGIN_ENTRY_ID] = envelope.origin_entry_id.encode()
         source = envelope.source
 
         async def op(pipe: Any) -> None:
