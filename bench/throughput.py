@@ -7,9 +7,10 @@ has no lag and nothing pending. Process start-up is thus left out of both.
 
     python bench/throughput.py [--n 20000] [--rounds 3] [--runs fail10,nobreaker]
 
-Each variant runs ``--rounds`` times, the variants interleaved so that a noisy moment on a
-shared machine hits all of them alike; the table shows each variant's median round. It ends
-with ``ratio: <seawall msgs/s / raw msgs/s>``.
+Each variant runs ``--rounds`` times, the variants interleaved (each round starting with the
+next one) so that a noisy moment on a shared machine hits all of them alike; the table shows
+each variant's median round, and the consumer process's CPU time per message, which a busy
+neighbour disturbs less than wall time. It ends with ``ratio: <seawall msgs/s / raw msgs/s>``.
 """
 
 from __future__ import annotations
@@ -36,17 +37,29 @@ class Result:
     messages: int
     seconds: float
     peak_rss_mb: float | None
+    cpu_seconds: float | None = None
+    """CPU time (user + system) the consumer process spent over the same span."""
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else float("inf")
 
+    @property
+    def cpu_us_per_message(self) -> float | None:
+        if self.cpu_seconds is None or not self.messages:
+            return None
+        return self.cpu_seconds / self.messages * 1e6
+
 
 def median_round(results: list[Result]) -> Result:
+    """The median round by wall time; CPU time is the median of its own (less noisy: it does
+    not count the moments another program had the CPU)."""
     ordered = sorted(results, key=lambda r: r.seconds)
     middle = ordered[len(ordered) // 2]
     peak = max((r.peak_rss_mb or 0.0) for r in results) or None
-    return Result(middle.name, middle.messages, middle.seconds, peak)
+    cpus = sorted(r.cpu_seconds for r in results if r.cpu_seconds is not None)
+    cpu = cpus[len(cpus) // 2] if cpus else None
+    return Result(middle.name, middle.messages, middle.seconds, peak, cpu)
 
 
 def _publish(client: redis.Redis, stream: str, n: int) -> None:
@@ -94,11 +107,25 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants."""
+    total = 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _time_drain(client: redis.Redis, proc: subprocess.Popen[bytes], stream: str, group: str,
                 n: int, expect_done: int, extra_done: str | None = None,
-                timeout: float = 600.0) -> tuple[float, float | None]:
-    """Seconds from the first read until everything is handled; and peak RSS (MB)."""
+                timeout: float = 600.0) -> tuple[float, float | None, float]:
+    """Seconds from the first read until everything is handled; peak RSS (MB); and the CPU
+    seconds the consumer spent in that span."""
     t0: float | None = None
+    cpu0 = 0.0
     deadline = time.monotonic() + timeout
     rss: float | None = None
     while time.monotonic() < deadline:
@@ -106,13 +133,15 @@ def _time_drain(client: redis.Redis, proc: subprocess.Popen[bytes], stream: str,
         now = time.monotonic()
         if info and info["read"] > 0 and t0 is None:
             t0 = now
+            cpu0 = _cpu_seconds(proc.pid)
         done = info is not None and info["read"] >= n and info["lag"] == 0 and info["pending"] == 0
         if done and extra_done is not None:
             done = _extra_idle(client, extra_done)
         if done and t0 is not None:
+            cpu = _cpu_seconds(proc.pid) - cpu0
             for pid in [proc.pid, *_descendants(proc.pid)]:
                 rss = max(rss or 0.0, _peak_rss_mb(pid) or 0.0)
-            return now - t0, rss
+            return now - t0, rss, cpu
         if proc.poll() is not None and not done:
             raise RuntimeError(f"consumer exited early with code {proc.returncode}")
         time.sleep(0.005)
@@ -134,12 +163,12 @@ def run_raw(client: redis.Redis, url: str, n: int) -> Result:
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "raw_consumer.py"), url, stream, "raw", str(n)])
     try:
-        seconds, rss = _time_drain(client, proc, stream, "raw", n, n)
+        seconds, rss, cpu = _time_drain(client, proc, stream, "raw", n, n)
         proc.wait(30)
     finally:
         proc.kill()
         client.delete(stream)
-    return Result("raw redis-py loop", n, seconds, rss)
+    return Result("raw redis-py loop", n, seconds, rss, cpu)
 
 
 def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
@@ -158,7 +187,7 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
          "--log-level", "WARNING"], env=env, cwd=ROOT)
     try:
         extra = f"{keys.delayed}|{keys.retry}|{keys.group}" if fail_every else None
-        seconds, rss = _time_drain(client, proc, stream, keys.group, n, n, extra)
+        seconds, rss, cpu = _time_drain(client, proc, stream, keys.group, n, n, extra)
     finally:
         proc.terminate()
         try:
@@ -166,7 +195,7 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
         except subprocess.TimeoutExpired:
             proc.kill()
         client.delete(stream, keys.retry, keys.delayed, keys.dlq, keys.breaker)
-    return Result(name, n, seconds, rss)
+    return Result(name, n, seconds, rss, cpu)
 
 
 def main() -> None:
@@ -192,18 +221,27 @@ def main() -> None:
         variants.append(lambda: run_seawall(client, url, n, name="seawall, 10% fail once",
                                             fail_every=10))
     rounds: list[list[Result]] = [[] for _ in variants]
-    for _ in range(max(1, args.rounds)):
-        for i, variant in enumerate(variants):
-            rounds[i].append(variant())
+    for r in range(max(1, args.rounds)):
+        # Each round starts with the next variant, so that no variant always runs first
+        # (or always right after another one's clean-up).
+        for k in range(len(variants)):
+            i = (r + k) % len(variants)
+            rounds[i].append(variants[i]())
     results = [median_round(r) for r in rounds]
     raw, seawall = results[0], results[1]
     print(f"\nmedian of {max(1, args.rounds)} rounds, {n} messages each")
-    print(f"{'run':<28} {'messages':>9} {'seconds':>8} {'msgs/s':>10} {'peak RSS MB':>12}")
+    print(f"{'run':<28} {'messages':>9} {'seconds':>8} {'msgs/s':>10} {'CPU us/msg':>11} "
+          f"{'peak RSS MB':>12}")
     for r in results:
         rss = f"{r.peak_rss_mb:.1f}" if r.peak_rss_mb else "-"
-        print(f"{r.name:<28} {r.messages:>9} {r.seconds:>8.3f} {r.rate:>10.0f} {rss:>12}")
+        cpu = f"{r.cpu_us_per_message:.1f}" if r.cpu_us_per_message is not None else "-"
+        print(f"{r.name:<28} {r.messages:>9} {r.seconds:>8.3f} {r.rate:>10.0f} {cpu:>11} "
+              f"{rss:>12}")
     for r in results[2:]:
-        print(f"{r.name}: {r.rate / seawall.rate:.2f} of the seawall run")
+        line = f"{r.name}: {r.rate / seawall.rate:.2f} of the seawall run's msgs/s"
+        if r.cpu_us_per_message and seawall.cpu_us_per_message:
+            line += f", {r.cpu_us_per_message / seawall.cpu_us_per_message:.2f} of its CPU/msg"
+        print(line)
     print(f"ratio: {seawall.rate / raw.rate:.2f}")
 
 

@@ -67,6 +67,11 @@ class BreakerParams:
         return [self.window, self.min_calls, self.failure_rate, self.slow_call_rate,
                 self.open_for_ms, self.half_open_calls]
 
+    def wire_args(self) -> tuple[bytes, ...]:
+        """:meth:`args` already encoded, for a caller that sends them with every batch
+        (redis-py encodes bytes for free, numbers with a ``repr`` each)."""
+        return tuple(repr(a).encode() for a in self.args())
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -165,10 +170,14 @@ def _check_outcomes(outcomes: Sequence[int]) -> list[int]:
     return codes
 
 
+def encode_outcomes(outcomes: Sequence[int]) -> bytes:
+    """Outcome codes as the record script takes them: one ASCII digit per outcome."""
+    return "".join(map(str, _check_outcomes(outcomes))).encode()
+
+
 def _record_args(params: BreakerParams, outcomes: Sequence[int], now_ms: int | None,
                  lease: str | None) -> list[Any]:
-    codes = "".join(map(str, _check_outcomes(outcomes)))
-    return [_now_arg(now_ms), *params.args(), lease or "", codes]
+    return [_now_arg(now_ms), *params.args(), lease or "", encode_outcomes(outcomes)]
 
 
 def parse_record_result(reply: Any) -> RecordResult:
@@ -208,6 +217,16 @@ def queue_record_outcomes(
     (``queues.scripts.load_all``) and again if the reply is NOSCRIPT.
     """
     _RECORD.queue(pipe, [keys.breaker], _record_args(params, outcomes, now_ms, lease))
+
+
+def queue_record_codes(pipe: aioredis.client.Pipeline, breaker_key: bytes,
+                       wire_args: tuple[bytes, ...], codes: bytes, lease: str | None) -> None:
+    """:func:`queue_record_outcomes` for the hot path: every argument already encoded
+    (``BreakerParams.wire_args``, :func:`encode_outcomes`), the clock the server's. The
+    script rejects a code that is not a digit 0-4, so nothing is lost by not checking here.
+    """
+    _RECORD.queue(pipe, [breaker_key],
+                  [b"", *wire_args, lease.encode() if lease else b"", codes])
 
 
 async def release(client: aioredis.Redis, keys: HandlerKeys, params: BreakerParams,

@@ -32,12 +32,13 @@ _ALL: list[LuaScript] = []
 class LuaScript:
     """One Lua file: registered once per Redis client, or queued on a pipeline by SHA."""
 
-    __slots__ = ("_registered", "name", "sha", "source")
+    __slots__ = ("_registered", "_sha_bytes", "name", "sha", "source")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.source = _read(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        self._sha_bytes = self.sha.encode()
         self._registered: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()
         _ALL.append(self)
 
@@ -49,9 +50,9 @@ class LuaScript:
             self._registered[client] = script
         return script
 
-    def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+    def queue(self, pipe: Any, keys: list[str] | list[bytes], args: list[Any]) -> None:
         """Add an EVALSHA to ``pipe``; the script must have been loaded (:func:`load_all`)."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", self._sha_bytes, len(keys), *keys, *args)
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         if isinstance(client, Pipeline):

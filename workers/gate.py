@@ -33,6 +33,8 @@ FRESH_FOR = 1.0
 POLL_WHILE_SHUT = 1.0
 """Longest wait before asking again while reading is not allowed (an operator may close)."""
 BLOCKING = frozenset({store.OPEN, store.FORCED_OPEN})
+_ZERO = ord("0")
+_SUCCESS_DIGIT = _ZERO + store.SUCCESS
 
 
 class BreakerGate:
@@ -42,13 +44,17 @@ class BreakerGate:
                  lease_ttl: float) -> None:
         self.breaker = breaker
         self.params = breaker.params()
+        self._wire_args = self.params.wire_args()
+        self._breaker_key = keys.breaker.encode()
+        self._slow_call = breaker.slow_call
         self.keys = keys
         self.handler = handler
         self.lease_ttl_ms = max(1000, int(lease_ttl * 1000))
         self.state = store.CLOSED
         self.open_until_ms: int | None = None
         self._heard_at = float("-inf")
-        self._outcomes: list[int] = []
+        self._outcomes = bytearray()
+        """Outcome codes since the last flush, one ASCII digit each (the script's format)."""
         self._lease: str | None = None
         self._probes_out = 0
         """Messages read under the current lease and not yet recorded."""
@@ -111,7 +117,10 @@ class BreakerGate:
     # -- after handling ----------------------------------------------------------------
 
     def record(self, error: BaseException | None, duration: float) -> None:
-        self._outcomes.append(self.breaker.classify(error, duration))
+        if error is None and duration <= self._slow_call:
+            self._outcomes.append(_SUCCESS_DIGIT)  # the common case, without classify()
+        else:
+            self._outcomes.append(_ZERO + self.breaker.classify(error, duration))
 
     def record_probe_done(self) -> None:
         if self._lease is not None and self._probes_out > 0:
@@ -127,10 +136,11 @@ class BreakerGate:
         lease = self._lease
         if not self._outcomes and lease is None:
             return None
-        outcomes, self._outcomes = self._outcomes, []
+        codes = bytes(self._outcomes)
+        self._outcomes.clear()
         if lease is not None:
             self._lease = None
-        store.queue_record_outcomes(pipe, self.keys, self.params, outcomes, lease=lease)
+        store.queue_record_codes(pipe, self._breaker_key, self._wire_args, codes, lease)
 
         def heard(reply: Any) -> None:
             if isinstance(reply, Exception):

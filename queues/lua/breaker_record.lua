@@ -79,9 +79,23 @@ local before = state
 if state == 'closed' then
   local w = redis.call('HGET', key, 'window') or ''
   local trip = false
-  for i = 1, #codes do
-    local c = string.sub(codes, i, i)
-    if c ~= '4' then
+  local counted = string.gsub(codes, '4', '')
+  if not string.find(counted, '[123]') then
+    -- Plain successes only (the usual batch): they can only lower both rates, so the one
+    -- moment that may trip the breaker is the window reaching min_calls, before any trim.
+    local grown = w .. counted
+    if #w < min_calls and #grown >= min_calls then
+      local at = string.sub(grown, 1, min_calls)
+      local failures, slow = count(at)
+      if failures / #at >= failure_rate or slow / #at >= slow_call_rate then
+        trip = true
+        w = at
+      end
+    end
+    if not trip then w = string.sub(grown, -window) end
+  else
+    for i = 1, #counted do
+      local c = string.sub(counted, i, i)
       w = w .. c
       if #w > window then w = string.sub(w, #w - window + 1) end
       -- A plain success can only lower both rates, so only a failure or a slow call (or

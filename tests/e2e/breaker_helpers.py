@@ -97,10 +97,9 @@ def write_breaker_app(e2e: E2E, stream: str, handler: str, *, breaker: str,
     ``stream`` whose breaker is ``CircuitBreaker(<breaker>)``; returns ``module:app``.
     A generous retry policy by default, so nothing is dead-lettered while a test runs.
 
-    ``batch_size`` defaults to half the concurrency: with a larger one, a fetch that gets
-    entries from both the stream and the retry stream can wait forever for slots its own
-    unstarted batch holds (see ``test_after_the_breaker_closes_a_backlog_and_retries_drain``,
-    xfail); half keeps the other tests clear of that bug."""
+    ``batch_size`` defaults to half the concurrency, so that a fetch reading both the stream
+    and the retry stream stays within the pool's slots; the batch larger than the free slots
+    is tested on its own (``test_after_the_breaker_closes_a_backlog_and_retries_drain``)."""
     if batch_size is None:
         batch_size = max(1, concurrency // 2)
     options = "fallback=degrade" if fallback else ""

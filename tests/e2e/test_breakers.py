@@ -8,8 +8,10 @@ grows), nothing is dead-lettered because the dependency is down; after ``open_fo
 ``half_open_calls`` probes run, fleet-wide; every message is handled in the end.
 
 The pools read batches of half their concurrency (``write_breaker_app``); the last three
-tests pin runtime bugs (strict xfail), the first of them the fetch deadlock that a larger
-batch runs into once a breaker closes on a backlog."""
+tests pin bugs found while building breakers: a fetch deadlock when a batch larger than the
+pool's free slots meets a backlog after the breaker closes, more probes than
+``half_open_calls`` when probes finish at different times, and a restarted process calling
+through an open breaker with the messages it took back from a dead one."""
 
 from __future__ import annotations
 
@@ -401,7 +403,7 @@ def test_operators_open_and_close_a_running_fleet_within_a_batch(e2e: E2E) -> No
     assert set(dep.recorded("handled").values()) == {1}
 
 
-# -- runtime bugs, pinned (strict xfail: each turns into a failure once fixed) ---------
+# -- regressions ------------------------------------------------------------------------
 
 
 def test_after_the_breaker_closes_a_backlog_and_retries_drain(e2e: E2E) -> None:

@@ -68,6 +68,43 @@ async def test_min_calls_and_ignored_outcomes(aredis: aioredis.Redis, keys: Hand
     assert result.state == "open"
 
 
+async def test_a_batch_of_successes_trips_it_where_the_window_reaches_min_calls(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    # Given two failures in a window that needs four calls for a verdict,
+    params = CircuitBreaker(window=10, min_calls=4, failure_rate=0.5).params()
+    assert (await store.record_outcomes(aredis, keys, params, [F, F], T0)).state == "closed"
+    # when a batch of successes arrives, the window holds F F S S at four calls: 50 % failed,
+    result = await store.record_outcomes(aredis, keys, params, [IG, S, S, S, S, S], T0)
+    # so it opens there, and the rest of the batch is not recorded.
+    assert (result.state, result.calls, result.failures) == ("open", 4, 2)
+
+
+async def test_a_batch_of_successes_longer_than_the_window_leaves_only_successes(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=5, min_calls=5, failure_rate=0.5).params()
+    await store.record_outcomes(aredis, keys, params, [F, F, S, S], T0)
+    result = await store.record_outcomes(aredis, keys, params, [S] * 40, T0)
+    assert (result.state, result.calls, result.failures) == ("closed", 5, 0)
+
+
+async def test_the_hot_path_sends_encoded_codes_with_the_same_effect(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    config = CircuitBreaker(window=4, min_calls=2, failure_rate=0.5)
+    wire = config.params().wire_args()
+    assert wire == (b"4", b"2", b"0.5", b"1.0", b"30000", b"1")
+    codes = store.encode_outcomes([S, IG, SS])
+    assert codes == b"042"
+    async with aredis.pipeline(transaction=False) as pipe:
+        store.queue_record_codes(pipe, keys.breaker.encode(), wire, codes, None)
+        store.queue_record_codes(pipe, keys.breaker.encode(), wire, b"11", None)
+        store.queue_record_codes(pipe, keys.breaker.encode(), wire, b"09", None)
+        first, second, bad = await pipe.execute(raise_on_error=False)
+    assert store.parse_record_result(first) == store.RecordResult("closed", False, None, 2, 0, 1)
+    assert store.parse_record_result(second).state == "open"
+    # A malformed code is refused by the script, not recorded as something else.
+    assert isinstance(bad, redis.ResponseError) and "digits 0-4" in str(bad)
+
+
 async def test_half_open_probe_success_closes_and_failure_reopens(
         aredis: aioredis.Redis, keys: HandlerKeys) -> None:
     params = CircuitBreaker(window=2, min_calls=2, open_for=30.0, half_open_calls=2).params()
@@ -243,7 +280,13 @@ async def test_lua_and_pure_machine_agree_on_random_histories(
             if grant.lease:
                 leases.append(grant.lease)
         elif roll < 0.95:
-            outcomes = [rng.choice([S, S, F, SS, SF, IG]) for _ in range(rng.randint(0, 4))]
+            if rng.random() < 0.3:
+                # A busy consumer's batch: plain successes (and ignored calls) only, often
+                # longer than the window; the script takes a shortcut for these.
+                outcomes = [rng.choice([S, S, S, IG]) for _ in range(rng.randint(1, 12))]
+            else:
+                outcomes = [rng.choice([S, S, F, SS, SF, IG])
+                            for _ in range(rng.randint(0, 4))]
             lease = rng.choice(leases) if leases and rng.random() < 0.8 else None
             state = b.record(config, state, outcomes, now, lease=lease)
             result = await store.record_outcomes(aredis, keys, params, outcomes, now_ms,
