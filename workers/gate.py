@@ -92,7 +92,7 @@ class BreakerGate:
             return 0, 0.05
         grant = await store.acquire(client, self.keys, self.params,
                                     lease_ttl_ms=self.lease_ttl_ms, want=wanted)
-        self._hear(grant.state, grant.open_until_ms, "acquire")
+        self._hear(grant.state, grant.open_until_ms, _why(self.state, grant.state))
         if grant.lease is not None:
             self._lease = grant.lease
         if not grant.may_read:
@@ -146,10 +146,32 @@ class BreakerGate:
             if isinstance(reply, Exception):
                 return
             result = store.parse_record_result(reply)
-            reason = "outcomes recorded" if result.changed else "unchanged"
-            if result.changed and result.state in BLOCKING:
-                reason = (f"{result.failures} failed and {result.slow_calls} slow of "
+            reason = _why(self.state, result.state)
+            if result.changed and result.state == store.OPEN and self.state == store.CLOSED:
+                reason = (f"{result.failures} failed and {result.slow_calls} slow of the last "
                           f"{result.calls} calls")
             self._hear(result.state, result.open_until_ms, reason)
 
         return heard
+
+
+def _why(before: str, after: str) -> str:
+    """The reason a consumer logs for a transition it heard of (it may have been another
+    process's outcomes, an operator, or time passing)."""
+    if after == store.HALF_OPEN:
+        return "open_for has passed: probes may run"
+    if after == store.FORCED_OPEN:
+        return "forced open by an operator"
+    if after == store.DISABLED:
+        return "disabled by an operator"
+    if before == store.HALF_OPEN and after == store.CLOSED:
+        return "the probes succeeded"
+    if before == store.HALF_OPEN and after == store.OPEN:
+        return "a probe failed, or too many probes were slow"
+    if before in (store.FORCED_OPEN, store.DISABLED):
+        return "changed by an operator"
+    if before == store.OPEN and after == store.CLOSED:
+        return "closed by probes in another process, or by an operator"
+    if after == store.OPEN:
+        return "the failure or slow-call rate reached its threshold"
+    return "heard from the fleet"

@@ -5,6 +5,11 @@ circuit breaker have something to show.
 provider were down: a transient error, retried later. ``SHOP_PAYMENT_DECLINE_RATE``
 (default 0.01) is the share of cards declined: a business outcome, never retried and never
 counted by the breaker. Set the failure rate to 0.6 to watch the breaker open.
+
+``SHOP_PAYMENT_OUTAGE_START`` (a Unix time) and ``SHOP_PAYMENT_OUTAGE_SECONDS`` schedule an
+outage: in that span every call fails. ``seawall demo`` sets them (``--outage-at``,
+``--outage-for``) so that the breaker opens, the orders wait, and it closes again once the
+provider is back.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 import uuid
 
 
@@ -30,16 +36,33 @@ def _rate(name: str, default: float) -> float:
         return default
 
 
+def _seconds(name: str) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, "0")))
+    except ValueError:
+        return 0.0
+
+
 FAILURE_RATE = _rate("SHOP_PAYMENT_FAILURE_RATE", 0.02)
 DECLINE_RATE = _rate("SHOP_PAYMENT_DECLINE_RATE", 0.01)
+OUTAGE_START = _seconds("SHOP_PAYMENT_OUTAGE_START")
+OUTAGE_END = OUTAGE_START + _seconds("SHOP_PAYMENT_OUTAGE_SECONDS")
 LATENCY = (0.01, 0.05)
 """Seconds a charge takes, uniformly between the two (an HTTP call, in real life)."""
+
+
+def down(now: float | None = None) -> bool:
+    """True during the scheduled outage."""
+    now = time.time() if now is None else now
+    return OUTAGE_START <= now < OUTAGE_END
 
 
 async def charge(order_id: str, amount_cents: int) -> str:
     """Charge a card; returns the payment id. Idempotent at the provider by ``order_id``,
     as real processors are through an idempotency key."""
     await asyncio.sleep(random.uniform(*LATENCY))
+    if down():
+        raise ProviderUnavailable(f"payment provider is down (outage) charging {order_id}")
     roll = random.random()
     if roll < FAILURE_RATE:
         raise ProviderUnavailable(f"payment provider timed out charging {order_id}")

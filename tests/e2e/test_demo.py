@@ -26,8 +26,10 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
 
 
-def run_demo(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_demo(*args: str, timeout: float = 60.0,
+             **shop_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "SEAWALL_REDIS_URL"}
+    env.update(shop_env)
     return subprocess.run([sys.executable, "-m", "workers", "demo", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -47,26 +49,61 @@ def summary_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_demo_runs_the_shop_and_stops_cleanly(private_redis: PrivateRedis) -> None:
-    # Given a Redis of our own
-    # When the demo runs for 5 seconds against it
-    result = run_demo("--duration", "5", "--rate", "20", "--redis-url", private_redis.url)
+def breaker_rows(stdout: str) -> list[tuple[int, str]]:
+    """billing.charge's (lag, breaker state) in every live frame, oldest first (the state
+    cell may go on with the time until half-open: ``open (9s)``)."""
+    rows = []
+    for line in stdout.splitlines():
+        cells = line.split()
+        if len(cells) >= 10 and cells[0] == "billing.charge" and cells[3].isdigit():
+            rows.append((int(cells[3]), cells[9]))
+    return rows
 
-    # Then it exits 0 after drawing the live status table
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "HANDLER" in result.stdout and "BREAKER" in result.stdout
-    assert "billing.charge     orders" in result.stdout
-    # and every handler of the chain handled messages
-    rows = summary_rows(result.stdout)
+
+def test_the_demo_rides_out_a_payment_outage_and_accounts_for_every_order(
+        private_redis: PrivateRedis) -> None:
+    # Given a Redis of our own and a payment provider that fails only in its outage (not
+    # also at random, which could fail the one half-open probe and reopen the breaker),
+    # when the demo runs for 13 seconds at 20 orders a second with the provider down from
+    # 1 s to 3 s (the shop's breaker stays open 10 s),
+    result = run_demo("--duration", "13", "--rate", "20", "--outage-at", "1",
+                      "--outage-for", "2", "--drain", "10", "--redis-url", private_redis.url,
+                      timeout=90, SHOP_PAYMENT_FAILURE_RATE="0")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+
+    # then billing.charge's breaker opened during the outage and closed after it,
+    transitions = [line.split(None, 1) for line in out.splitlines()
+                   if line.startswith("  ") and "billing.charge: " in line]
+    changes = [text.split(" (")[0] for _, text in transitions]
+    assert changes == ["billing.charge: closed -> open", "billing.charge: open -> half_open",
+                       "billing.charge: half_open -> closed"], out
+    opened_at, half_open_at = float(transitions[0][0][:-1]), float(transitions[1][0][:-1])
+    assert 1.0 <= opened_at < 3.0, out
+    assert half_open_at - opened_at >= 9.5, out  # open_for=10 in examples/shop/app.py
+    # while it was open the orders waited in the stream (the live table shows the lag),
+    frames = breaker_rows(out)
+    assert any(state == "open" and lag > 20 for lag, state in frames), frames
+    # and every order was charged or, for a declined card only, dead-lettered: the outage
+    # itself dead-lettered nothing, and nothing is left pending or delayed.
+    rows = summary_rows(out)
     assert set(rows) == {"billing.charge", "inventory.reserve", "shipping.ship",
                          "email.confirm"}
+    published = int(out.split("published ")[-1].split()[0])
+    billing = rows["billing.charge"]
+    charged, dead = int(billing[2]), int(billing[4])
+    assert charged + dead == published, out
+    assert int(rows["email.confirm"][2]) == published, out
     for name, cells in rows.items():
-        assert int(cells[2]) > 0, f"{name} handled nothing:\n{result.stdout}"
-    # and the orders went all the way through: Redis holds the last step's events
+        assert (cells[5], cells[6]) == ("0", "0"), f"{name} left messages behind:\n{out}"
+    dead_line = [line for line in out.splitlines() if line.startswith("dead letters by error")]
+    if dead:
+        assert dead_line == [f"dead letters by error: billing.charge CardDeclined x{dead}"], out
+    # and the orders went all the way through: Redis holds the last step's events.
     client = redis.Redis.from_url(private_redis.url)
     try:
-        assert client.xlen("orders") >= 80
-        assert client.xlen("shipments") > 0
+        assert client.xlen("orders") == published
+        assert client.xlen("shipments") == charged
         assert client.hget("seawall:registry", "billing.charge") is not None
         assert not client.hkeys("seawall:processes"), "pool processes left their heartbeats"
     finally:

@@ -2,10 +2,14 @@
 
 It runs ``seawall run examples.shop.app:app`` as a child process (the same supervisor and
 pool processes a deployment runs, not a shortcut), publishes orders from a thread, and
-redraws the ``seawall status`` table every second. After ``--duration`` it stops the
-producer, gives the backlog up to ``--drain`` seconds, stops the workers the way a
-deployment is stopped (SIGTERM, then the grace period) and prints a summary. If no Redis
-answers and ``redis-server`` is installed, it runs a private one for the demo's lifetime.
+redraws the ``seawall status`` table every second. The shop's payment provider goes down
+for ``--outage-for`` seconds, ``--outage-at`` seconds in, so that ``billing.charge``'s
+circuit breaker opens (orders wait in the stream, nothing is dead-lettered) and closes
+again once the provider is back. After ``--duration`` it stops the producer, gives the
+backlog up to ``--drain`` seconds, stops the workers the way a deployment is stopped
+(SIGTERM, then the grace period) and prints a summary, with every breaker transition the
+workers logged. If no Redis answers and ``redis-server`` is installed, it runs a private
+one for the demo's lifetime.
 
 The app and the producer are loaded by name, like ``seawall run`` loads any app, so the
 framework never imports the example.
@@ -13,6 +17,7 @@ framework never imports the example.
 
 from __future__ import annotations
 
+import calendar
 import importlib
 import json
 import os
@@ -46,6 +51,11 @@ from workers.status import StatusReport, collect
 SHOP = "examples.shop.app:app"
 PRODUCER = "examples.shop.producer"
 FRAME_SECONDS = 1.0
+OUTAGE_START_VAR = "SHOP_PAYMENT_OUTAGE_START"
+OUTAGE_SECONDS_VAR = "SHOP_PAYMENT_OUTAGE_SECONDS"
+"""How the shop's pretend payment provider (``examples/shop/provider.py``) learns when to
+be down: a Unix time and a length, so that every pool process agrees without asking."""
+BREAKER_CHANGED = "circuit breaker state changed"
 
 
 class _Producer(Protocol):
@@ -87,8 +97,28 @@ class _Run:
     client: redis.Redis
     rate: float
     duration: float
+    outage_at: float = 0.0
+    outage_for: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
     dead_at_start: dict[str, int] = field(default_factory=dict)
+
+    def outage_env(self) -> dict[str, str]:
+        if not self.outage_for:
+            return {}
+        return {OUTAGE_START_VAR: repr(self.started_wall + self.outage_at),
+                OUTAGE_SECONDS_VAR: repr(self.outage_for)}
+
+    def provider(self, elapsed: float) -> str:
+        """The payment provider's state, for the live header."""
+        if not self.outage_for:
+            return "up"
+        end = self.outage_at + self.outage_for
+        if elapsed < self.outage_at:
+            return f"up (outage at {self.outage_at:g}s)"
+        if elapsed < end:
+            return f"DOWN until {end:g}s"
+        return "up again"
 
     def shop_report(self) -> StatusReport:
         report = collect(self.client)
@@ -100,8 +130,10 @@ class _Run:
 
 
 def _backlog(report: StatusReport) -> int:
-    """Messages read by nobody yet or still being handled (delayed retries not counted)."""
-    return sum((h.lag or 0) + h.pending + h.retry_pending for h in report.handlers)
+    """Messages read by nobody yet, still being handled, or waiting in a delayed set (a
+    retry not yet due, or an order parked while the breaker was open)."""
+    return sum((h.lag or 0) + h.pending + h.retry_pending + h.delayed
+               for h in report.handlers)
 
 
 def _frame(run: _Run, producer: _Producer, phase: str) -> None:
@@ -117,7 +149,7 @@ def _frame(run: _Run, producer: _Producer, phase: str) -> None:
         click.echo()
     click.echo(f"seawall demo [{phase}] {elapsed:5.1f}s (until {until})  "
                f"published {producer.published} orders at {run.rate:g}/s  "
-               f"redis {redact(run.url)}")
+               f"payment provider {run.provider(elapsed)}  redis {redact(run.url)}")
     click.echo(table)
 
 
@@ -137,11 +169,45 @@ def _worker_events(log_path: Path) -> list[dict[str, Any]]:
     return events
 
 
+def _seconds_into(run: _Run, ts: object) -> float | None:
+    """A log line's ``ts`` (UTC, ms) as seconds since the demo started."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        whole, _, rest = ts.rstrip("Z").partition(".")
+        at = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(rest or 0) / 1000
+    except ValueError:
+        return None
+    return at - run.started_wall
+
+
+def breaker_transitions(run: _Run, events: list[dict[str, Any]]) -> list[str]:
+    """One line per breaker transition the workers logged. Every process of a pool logs
+    the change it hears; the same change heard again by another process is shown once."""
+    lines: list[str] = []
+    last: dict[str, tuple[object, object]] = {}
+    for event in events:
+        if event.get("msg") != BREAKER_CHANGED:
+            continue
+        handler = str(event.get("handler"))
+        change = (event.get("from"), event.get("to"))
+        if last.get(handler) == change:
+            continue
+        last[handler] = change
+        at = _seconds_into(run, event.get("ts"))
+        when = "" if at is None else f"{at:5.1f}s  "
+        reason = event.get("reason")
+        because = f" ({reason})" if reason else ""
+        lines.append(f"  {when}{handler}: {change[0]} -> {change[1]}{because}")
+    return lines
+
+
 def _summary(run: _Run, producer: _Producer, log_path: Path) -> str:
     events = _worker_events(log_path)
     handled_by_pool: Counter[str] = Counter()
     retries: Counter[str] = Counter()
     restarts: Counter[str] = Counter()
+    dead_by_error: Counter[tuple[str, str]] = Counter()
     for event in events:
         msg = event.get("msg")
         if msg == "pool stopped":
@@ -150,6 +216,8 @@ def _summary(run: _Run, producer: _Producer, log_path: Path) -> str:
             retries[str(event.get("handler"))] += 1
         elif msg == "pool process died; restarting":
             restarts[str(event.get("slot"))] += 1
+        elif msg == "message dead-lettered":
+            dead_by_error[(str(event.get("handler")), str(event.get("error_type")))] += 1
     try:
         report = run.shop_report()
         dead_now = run.dead_letters()
@@ -172,6 +240,17 @@ def _summary(run: _Run, producer: _Producer, log_path: Path) -> str:
                       "delayed"], rows),
         "pending: left unread or unacked for the next run; delayed: retries not yet due",
     ]
+    if dead_by_error:
+        lines.append("dead letters by error: " + ", ".join(
+            f"{handler} {error} x{n}" for (handler, error), n in sorted(dead_by_error.items())))
+    transitions = breaker_transitions(run, events)
+    heading = "circuit breaker transitions:" if transitions else "no breaker changed state"
+    if run.outage_for:
+        end = run.outage_at + run.outage_for
+        heading = f"payment provider down from {run.outage_at:g}s to {end:g}s; {heading}"
+    if run.outage_for or transitions:
+        lines.append(heading)
+    lines.extend(transitions)
     if restarts:
         lines.append("pool restarts: " + ", ".join(f"{s} x{n}" for s, n in restarts.items()))
     if producer.errors:
@@ -227,10 +306,15 @@ def _redis_for_demo(url: str) -> tuple[str, PrivateRedis | None]:
               help="After publishing stops, wait up to this long for the backlog to empty.")
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Seconds running handlers get to finish once the workers are told to stop.")
+@click.option("--outage-at", type=click.FloatRange(min=0), default=4.0, show_default=True,
+              help="Seconds into the demo when the payment provider goes down.")
+@click.option("--outage-for", type=click.FloatRange(min=0), default=6.0, show_default=True,
+              help="Seconds the payment provider stays down; 0 = no outage.")
 @redis_url_option
-def demo(duration: float, rate: float, drain: float, grace: float,
-         redis_url: str | None) -> None:
-    """Run the example shop (every pool, and a producer) with a live status table."""
+def demo(duration: float, rate: float, drain: float, grace: float, outage_at: float,
+         outage_for: float, redis_url: str | None) -> None:
+    """Run the example shop (every pool, and a producer) with a live status table; its
+    payment provider goes down for a while, to show the circuit breaker at work."""
     try:
         app = load_app(SHOP)
     except ConfigError as exc:
@@ -243,7 +327,7 @@ def demo(duration: float, rate: float, drain: float, grace: float,
     code = 1
     try:
         with _catching(stops), connect_sync(url) as client:
-            run = _Run(app, url, client, rate, duration)
+            run = _Run(app, url, client, rate, duration, outage_at, outage_for)
             run.dead_at_start = run.dead_letters()
             code = _run_demo(run, stops, log_path, drain, grace)
     finally:
@@ -255,7 +339,7 @@ def demo(duration: float, rate: float, drain: float, grace: float,
 
 
 def _run_demo(run: _Run, stops: _Stops, log_path: Path, drain: float, grace: float) -> int:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **run.outage_env())
     with log_path.open("ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "workers", "run", SHOP, "--grace", str(grace)],
