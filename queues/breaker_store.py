@@ -48,6 +48,7 @@ STATES = (CLOSED, OPEN, HALF_OPEN, FORCED_OPEN, DISABLED)
 _RECORD = LuaScript("breaker_record")
 _ACQUIRE = LuaScript("breaker_acquire")
 _ADMIN = LuaScript("breaker_admin")
+_RENEW = LuaScript("breaker_renew")
 _LEASE = "lease:"
 
 
@@ -235,6 +236,16 @@ async def release(client: aioredis.Redis, keys: HandlerKeys, params: BreakerPara
     return await record_outcomes(client, keys, params, (), now_ms, lease=lease)
 
 
+async def renew_lease(client: aioredis.Redis, keys: HandlerKeys, lease: str, *,
+                      lease_ttl_ms: int, now_ms: int | None = None) -> bool:
+    """Keep a live half-open lease for ``lease_ttl_ms`` more (its probes still run);
+    False when it is gone: expired, released, or the breaker left half-open."""
+    if lease_ttl_ms < 1:
+        raise ValueError("lease_ttl_ms must be >= 1")
+    reply = await _RENEW(client, [keys.breaker], [_now_arg(now_ms), lease, int(lease_ttl_ms)])
+    return bool(int(reply))
+
+
 def _parse_grant(reply: Any) -> Grant:
     state, may_read, permits, open_until, lease, retry_in = reply
     permits = int(permits)
@@ -261,7 +272,7 @@ async def acquire(
     """May this consumer read now, and how many messages? Call before each read.
 
     In half-open at most ``params.half_open_calls`` permits are out fleet-wide, each in a
-    lease that expires after ``lease_ttl_ms`` (the handler's timeout plus a margin), so a
+    lease that expires after ``lease_ttl_ms`` unless renewed (:func:`renew_lease`), so a
     prober killed mid-probe cannot leave the breaker stuck: the next acquire reclaims it.
     ``want`` caps this caller's share (e.g. its free concurrency); ``None`` takes all free.
     """

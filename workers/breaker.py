@@ -17,9 +17,10 @@ into the store's arguments (:meth:`CircuitBreaker.params`).
                CLOSED (window cleared), DISABLED (always reads, records nothing), reset
 
 Half-open probes are leased: :func:`acquire` grants at most ``half_open_calls`` permits
-fleet-wide, each lease expiring after ``lease_ttl`` so a prober that died is replaced; only
-outcomes recorded with a live lease count as probes (a straggler read before the breaker
-opened proves nothing about the dependency now).
+fleet-wide, each lease expiring after ``lease_ttl`` so a prober that died is replaced soon
+(a live prober :func:`renew` s its lease while its probes run); only outcomes recorded with
+a live lease count as probes (a straggler read before the breaker opened proves nothing
+about the dependency now).
 """
 
 from __future__ import annotations
@@ -336,6 +337,21 @@ def acquire(config: CircuitBreaker, state: BreakerState, now: float, *, lease_tt
     held = Lease(str(seq), grant, now + lease_ttl)
     state = replace(state, leases=(*state.leases, held), lease_seq=seq)
     return state, Permit(state.state, True, grant, lease=held.id)
+
+
+def renew(state: BreakerState, lease: str, now: float, *,
+          lease_ttl: float) -> tuple[BreakerState, bool]:
+    """A prober whose probes still run keeps its lease until ``now + lease_ttl`` (never
+    shortening it). Only a live lease of a half-open breaker is renewed: an expired one may
+    already have been replaced by another prober's. Returns whether it was renewed."""
+    if state.state is not State.HALF_OPEN:
+        return state, False
+    held = next((h for h in state.leases if h.id == lease and h.expires_at > now), None)
+    if held is None:
+        return state, False
+    until = max(held.expires_at, now + lease_ttl)
+    leases = tuple(replace(h, expires_at=until) if h is held else h for h in state.leases)
+    return replace(state, leases=leases), True
 
 
 # -- operators ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from workers.acker import AckBatcher
 from workers.context import Context
 from workers.dispatch import Dispatcher, WorkerSlot
 from workers.errors import HandlerTimeout
-from workers.gate import BreakerGate
+from workers.gate import PROBE_LEASE_TTL, BreakerGate
 from workers.handler import HandlerFunc, HandlerSpec
 from workers.limiter import CapacityLimiter
 from workers.pool_config import PoolConfig
@@ -87,8 +87,9 @@ class HandlerConsumer:
         self.parked = 0
         self.gate: BreakerGate | None = None
         if spec.breaker is not None:
-            self.gate = BreakerGate(spec.breaker, spec.keys, spec.name,
-                                    lease_ttl=(self.timeout or 300.0) + 5.0)
+            # A probe that ends sooner needs no renewal; a longer one renews its lease.
+            lease_ttl = min((self.timeout or PROBE_LEASE_TTL) + 5.0, PROBE_LEASE_TTL)
+            self.gate = BreakerGate(spec.breaker, spec.keys, spec.name, lease_ttl=lease_ttl)
             acker.contribute(self.gate.contribute)
         self._diverted: set[tuple[str, str]] = set()
         """Entries read while the breaker was shut, for the fallback."""
@@ -136,6 +137,17 @@ class HandlerConsumer:
             poll = now_ms + RETRY_POLL_MS
             self._next_move_ms = poll if next_due is None else min(next_due, poll)
         return moved
+
+    # -- breaker -----------------------------------------------------------------------
+
+    async def renew_probe_lease_forever(self) -> None:
+        """While this consumer's half-open probes run, keep their lease alive."""
+        gate = self.gate
+        if gate is None:
+            return
+        while True:
+            await asyncio.sleep(gate.renew_every)
+            await gate.renew_lease(self.client)
 
     # -- fetching ----------------------------------------------------------------------
 

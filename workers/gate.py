@@ -30,6 +30,10 @@ log = logging.getLogger("seawall.breaker")
 
 FRESH_FOR = 1.0
 """Seconds a "closed" heard from Redis is trusted without asking again."""
+PROBE_LEASE_TTL = 10.0
+"""Longest life of a half-open probe lease between renewals: a prober that dies (SIGKILL,
+a lost host) holds its permits at most this long, however long the handler's timeout.
+A live prober renews the lease every third of it while its probes run."""
 POLL_WHILE_SHUT = 1.0
 """Longest wait before asking again while reading is not allowed (an operator may close)."""
 BLOCKING = frozenset({store.OPEN, store.FORCED_OPEN})
@@ -103,6 +107,22 @@ class BreakerGate:
         if grant.permits is None:
             return None, 0.0
         return min(wanted, grant.permits), 0.0
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between renewals of a probe lease whose probes still run."""
+        return self.lease_ttl_ms / 3000
+
+    async def renew_lease(self, client: Any) -> None:
+        """Keep the probe lease alive while its probes run (see ``PROBE_LEASE_TTL``)."""
+        lease = self._lease
+        if lease is None or not self._probes_out:
+            return
+        renewed = await store.renew_lease(client, self.keys, lease,
+                                          lease_ttl_ms=self.lease_ttl_ms)
+        if not renewed and self._lease == lease:
+            log.warning("probe lease lapsed while its probes ran; their outcomes will not "
+                        "count as probes", extra={"handler": self.handler, "lease": lease})
 
     @property
     def holds_idle_lease(self) -> bool:

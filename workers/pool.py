@@ -107,6 +107,9 @@ class Pool:
         background += [asyncio.create_task(self._with_reconnect(c.move_retries_forever, c),
                                            name=f"retries:{c.spec.name}")
                        for c in self.consumers]
+        background += [asyncio.create_task(self._with_reconnect(c.renew_probe_lease_forever, c),
+                                           name=f"probe-lease:{c.spec.name}")
+                       for c in self.consumers if c.gate is not None]
         background.append(asyncio.create_task(self._keep_fresh(), name="keep-fresh"))
         background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         try:

@@ -41,6 +41,7 @@ from e2e.breaker_helpers import (
     write_breaker_app,
 )
 from e2e.support import E2E, wait_until
+from workers.gate import PROBE_LEASE_TTL
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +195,7 @@ def test_slow_calls_alone_open_the_breaker(e2e: E2E) -> None:
 
 def test_a_prober_killed_in_half_open_does_not_leave_the_breaker_stuck(e2e: E2E) -> None:
     stream, handler = e2e.stream("orders"), e2e.handler("ship")
-    timeout = 2.0
+    timeout = 60.0  # far longer than a probe lease lives between renewals
     app_path = write_breaker_app(
         e2e, stream, handler, timeout=timeout,
         breaker="window=4, min_calls=2, failure_rate=0.5, open_for=1.5, half_open_calls=1")
@@ -219,8 +220,9 @@ def test_a_prober_killed_in_half_open_does_not_leave_the_breaker_stuck(e2e: E2E)
     snapshot = breaker(client, stream, handler)
     [(permits, expires_ms)] = leases(snapshot).values()
     assert snapshot["state"] == "half_open" and permits == 1
-    # (the lease lives for the handler's timeout plus 5 s: workers/consumer.py)
-    assert (timeout + 4) * 1000 <= expires_ms - probe.at * 1000 <= (timeout + 6) * 1000
+    # (a lease lives PROBE_LEASE_TTL between renewals, not the handler's timeout)
+    assert (PROBE_LEASE_TTL - 1) * 1000 <= expires_ms - probe.at * 1000 <= (
+        PROBE_LEASE_TTL + 1) * 1000
     os.kill(probe.pid, signal.SIGKILL)
     dep.clear("hang")
 
@@ -232,8 +234,8 @@ def test_a_prober_killed_in_half_open_does_not_leave_the_breaker_stuck(e2e: E2E)
         seen.append((server_ms(client), state(client, stream, handler)))
         return seen[-1][1] == "closed"
 
-    wait_until(closed, timeout=timeout + 15, interval=0.02, what="the breaker to close",
-               details=e2e.all_logs)
+    wait_until(closed, timeout=PROBE_LEASE_TTL + 15, interval=0.02,
+               what="the breaker to close", details=e2e.all_logs)
     assert {s for at, s in seen if at < expires_ms - 50} == {"half_open"}, seen
     assert seen[-1][0] >= expires_ms
     later = [c for c in dep.call_log() if c.breaker == "half_open" and c.at * 1000 >= expires_ms]
@@ -248,6 +250,55 @@ def test_a_prober_killed_in_half_open_does_not_leave_the_breaker_stuck(e2e: E2E)
     wait_until(lambda: settled(client, stream, handler) == NOTHING_LEFT, timeout=10,
                what="nothing pending, delayed or dead", details=lambda: str(
                    settled(client, stream, handler)))
+
+
+def test_a_probe_running_longer_than_its_lease_keeps_it_and_no_second_probe_starts(
+        e2e: E2E) -> None:
+    stream, handler = e2e.stream("orders"), e2e.handler("audit")
+    probe_seconds = PROBE_LEASE_TTL + 2
+    app_path = write_breaker_app(
+        e2e, stream, handler, timeout=probe_seconds + 10,
+        breaker="window=4, min_calls=2, failure_rate=0.5, open_for=1, half_open_calls=1")
+    dep = Dependency(e2e)
+    client = e2e.client
+
+    # Given a breaker opened by a failing dependency, which then recovers but answers its
+    # next call only after longer than a probe lease lives without renewal,
+    start_pool(e2e, app_path)
+    dep.set("down")
+    published = e2e.app.publish_many(stream, ({"n": n} for n in range(12)))
+    wait_until(lambda: state(client, stream, handler) == "open", timeout=10,
+               what="the breaker to open", details=e2e.all_logs)
+    dep.clear("down")
+    dep.set("slow", str(probe_seconds))
+    # when the half-open probe starts,
+    [probe] = wait_until(lambda: [c for c in dep.call_log() if c.breaker == "half_open"],
+                         timeout=5, interval=0.01, what="the probe", details=e2e.all_logs)
+    dep.clear("slow")  # (later calls are quick: only the probe read the slow setting)
+
+    # then its process renews the lease while it runs: the lease never lapses, and no
+    # other probe starts in either process until the long one has finished,
+    expiries = []
+    deadline = time.monotonic() + probe_seconds + 10
+    while state(client, stream, handler) == "half_open":
+        assert time.monotonic() < deadline, "the breaker stayed half-open"
+        now = server_ms(client)
+        held = leases(breaker(client, stream, handler))
+        assert len(held) <= 1, held
+        expiries += [(now, expires) for _, expires in held.values()]
+        time.sleep(0.1)
+    assert expiries and all(expires > now for now, expires in expiries), expiries
+    assert expiries[-1][0] - probe.at * 1000 >= PROBE_LEASE_TTL * 1000, "lease outlived ttl"
+    probes = [c for c in dep.call_log() if c.breaker == "half_open"]
+    assert probes == [probe], probes
+    # and when it succeeds the breaker closes and every message is handled, once.
+    assert state(client, stream, handler) == "closed"
+    wait_until(lambda: set(dep.recorded("handled")) == set(published), timeout=15,
+               interval=0.1, what="every message handled", details=e2e.all_logs)
+    wait_until(lambda: settled(client, stream, handler) == NOTHING_LEFT, timeout=10,
+               what="nothing pending, delayed or dead", details=lambda: str(
+                   settled(client, stream, handler)))
+    assert set(dep.recorded("handled").values()) == {1}
 
 
 def test_excluded_and_validation_errors_never_open_the_breaker(e2e: E2E) -> None:

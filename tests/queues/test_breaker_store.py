@@ -279,6 +279,11 @@ async def test_lua_and_pure_machine_agree_on_random_histories(
                 permit.state, permit.allowed, permit.probes, permit.lease, retry_in), step
             if grant.lease:
                 leases.append(grant.lease)
+        elif roll < 0.45 and leases:
+            lease, ttl_ms = rng.choice(leases), rng.choice([125, 500, 3000])
+            state, renewed = b.renew(state, lease, now, lease_ttl=ttl_ms / 1000)
+            assert await store.renew_lease(aredis, keys, lease, lease_ttl_ms=ttl_ms,
+                                           now_ms=now_ms) == renewed, step
         elif roll < 0.95:
             if rng.random() < 0.3:
                 # A busy consumer's batch: plain successes (and ignored calls) only, often
@@ -324,3 +329,48 @@ async def test_a_redeploy_lowering_half_open_calls_settles_at_the_next_acquire(
     assert (grant.state, grant.may_read, grant.permits) == ("closed", True, None)
     state = b.state_from_snapshot(await store.read_state(aredis, keys))
     assert state == BreakerState(lease_seq=1)
+
+
+# -- renewing a probe lease --------------------------------------------------------------
+
+
+async def test_a_live_lease_is_renewed_and_keeps_its_permits_from_others(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(half_open_calls=1).params()
+    await store.force_open(aredis, keys, duration_ms=1000, now_ms=T0)
+    grant = await store.acquire(aredis, keys, params, T0 + 1000, lease_ttl_ms=1000)
+    assert grant.lease is not None
+    # Given a prober that renews its lease before it expires, again and again,
+    for at in (T0 + 1900, T0 + 2800, T0 + 3700):
+        assert await store.renew_lease(aredis, keys, grant.lease, lease_ttl_ms=1000, now_ms=at)
+    # then well past its first expiry nobody else gets a probe,
+    other = await store.acquire(aredis, keys, params, T0 + 4500, lease_ttl_ms=1000)
+    assert (other.may_read, other.retry_in_ms) == (False, 200)
+    [held] = (await store.read_state(aredis, keys)).leases
+    assert (held.id, held.permits, held.expires_ms) == (grant.lease, 1, T0 + 4700)
+    # and once it stops renewing, the lease expires and its permit goes to the next prober.
+    assert not await store.renew_lease(aredis, keys, grant.lease, lease_ttl_ms=1000,
+                                       now_ms=T0 + 4700)
+    nxt = await store.acquire(aredis, keys, params, T0 + 4700, lease_ttl_ms=1000)
+    assert (nxt.may_read, nxt.permits) == (True, 1) and nxt.lease != grant.lease
+
+
+async def test_renewing_never_shortens_a_lease_nor_revives_one_the_breaker_dropped(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=2, min_calls=2, half_open_calls=2).params()
+    await store.force_open(aredis, keys, duration_ms=1000, now_ms=T0)
+    grant = await store.acquire(aredis, keys, params, T0 + 1000, lease_ttl_ms=60_000, want=1)
+    assert grant.lease is not None
+    assert await store.renew_lease(aredis, keys, grant.lease, lease_ttl_ms=10, now_ms=T0 + 1001)
+    [held] = (await store.read_state(aredis, keys)).leases
+    assert held.expires_ms == T0 + 61_000
+    # When a probe fails the breaker reopens and every lease is gone: nothing to renew.
+    await store.record_outcomes(aredis, keys, params, [Outcome.FAILURE], T0 + 1100,
+                                lease=grant.lease)
+    assert not await store.renew_lease(aredis, keys, grant.lease, lease_ttl_ms=1000,
+                                       now_ms=T0 + 1200)
+    assert not await store.renew_lease(aredis, keys, "no-such-lease", lease_ttl_ms=1000,
+                                       now_ms=T0 + 1200)
+    assert (await store.read_state(aredis, keys)).leases == ()
+    with pytest.raises(ValueError, match="lease_ttl_ms"):
+        await store.renew_lease(aredis, keys, grant.lease, lease_ttl_ms=0)

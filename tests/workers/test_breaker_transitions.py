@@ -289,6 +289,30 @@ def test_an_expired_lease_is_reclaimed_so_a_dead_prober_does_not_stick() -> None
     assert feed(config, state, [S], now=111.0, lease=permit.lease).state is State.CLOSED
 
 
+def test_a_renewed_lease_outlives_its_ttl_and_keeps_its_permits() -> None:
+    config = CircuitBreaker(window=2, min_calls=2, half_open_calls=1)
+    state, probe = b.acquire(config, half_open(config), now=100.0, lease_ttl=10.0)
+    assert probe.lease is not None
+    for now in (103.0, 106.0, 109.0, 112.0):
+        state, renewed = b.renew(state, probe.lease, now, lease_ttl=10.0)
+        assert renewed
+    state, other = b.acquire(config, state, now=115.0, lease_ttl=10.0)
+    assert (other.allowed, other.retry_in) == (False, 7.0)
+    assert feed(config, state, [S], now=116.0, lease=probe.lease).state is State.CLOSED
+
+
+def test_a_lease_is_not_renewed_once_expired_nor_shortened() -> None:
+    config = CircuitBreaker(window=2, min_calls=2, half_open_calls=1)
+    state, probe = b.acquire(config, half_open(config), now=100.0, lease_ttl=10.0)
+    assert probe.lease is not None
+    same, renewed = b.renew(state, probe.lease, 101.0, lease_ttl=1.0)
+    assert renewed and same.leases[0].expires_at == 110.0
+    late, renewed = b.renew(state, probe.lease, 110.0, lease_ttl=10.0)
+    assert not renewed and late == state
+    closed = feed(config, state, [S], now=101.0, lease=probe.lease)
+    assert b.renew(closed, probe.lease, 102.0, lease_ttl=10.0) == (closed, False)
+
+
 # -- operators ---------------------------------------------------------------------------
 
 

@@ -87,3 +87,30 @@ async def test_the_ack_reply_tells_the_gate_that_the_fleet_opened_the_breaker(
     assert gate.blocking and gate.state == "open"
     assert gate.open_until_ms is not None
     assert gate.resume_at_ms() == gate.open_until_ms  # when parked messages come back
+
+
+async def test_a_prober_renews_its_lease_while_its_probe_runs_and_returns_it_after(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    breaker = CircuitBreaker(window=2, min_calls=2, half_open_calls=1)
+    gate = BreakerGate(breaker, keys, "billing.charge", lease_ttl=3)
+    assert gate.renew_every == 1.0
+    seconds, micros = await aredis.time()
+    server_ms = seconds * 1000 + micros // 1000
+    # Given a breaker whose open period is over, so the gate's next read is a probe,
+    await store.force_open(aredis, keys, duration_ms=1, now_ms=server_ms - 10_000)
+    assert await gate.admit(aredis, 5) == (1, 0.0)
+    gate.read(1)
+    [lease] = (await store.read_state(aredis, keys)).leases
+    # when its lease is about to run out (half a second left) while the probe still runs,
+    await aredis.hset(keys.breaker, f"lease:{lease.id}", f"1:{server_ms + 500}")
+    await gate.renew_lease(aredis)
+    # then the renewal gives it the full ttl again,
+    [renewed] = (await store.read_state(aredis, keys)).leases
+    assert server_ms + 2_900 <= renewed.expires_ms <= server_ms + 3_000 + 5_000
+    # and once the probe is done and recorded, the lease is returned and the breaker closes.
+    gate.record(None, 0.01)
+    gate.record_probe_done()
+    assert await _flush(aredis, gate)
+    await gate.renew_lease(aredis)  # nothing left to renew
+    snapshot = await store.read_state(aredis, keys)
+    assert (snapshot.state, snapshot.leases, gate.state) == ("closed", (), "closed")
