@@ -113,6 +113,21 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
+_FOLLOW_UP = uuid.UUID("6f1d2c64-5a0e-4b8e-9d3c-2f7a1e0b9c41")
+"""Namespace of follow-up message ids (``uuid5``): any fixed value, never to change, or
+follow-ups published before and after the change would no longer match."""
+
+
+def follow_up_id(cause_id: str, publisher: str, stream: str, index: int) -> str:
+    """The id of the ``index``-th message that ``publisher`` (a handler, or its fallback)
+    sends to ``stream`` while handling message ``cause_id``.
+
+    The same on every attempt: a handler retried after it had already published sends the
+    event again under the same id, so an idempotent handler downstream runs it once.
+    """
+    return uuid.uuid5(_FOLLOW_UP, f"{cause_id}\x1f{publisher}\x1f{stream}\x1f{index}").hex
+
+
 def dump_payload(payload: BaseModel | Mapping[str, Any] | str | bytes) -> str | bytes:
     """JSON text of a payload: a pydantic model, a mapping, or JSON already serialised."""
     if isinstance(payload, BaseModel):

@@ -93,6 +93,9 @@ class HandlerConsumer:
             acker.contribute(self.gate.contribute)
         self._diverted: set[tuple[str, str]] = set()
         """Entries read while the breaker was shut, for the fallback."""
+        self._idle = True
+        """The last read found nothing: the next one waits for messages holding one slot,
+        not a batch's worth that the pool's other handlers could be using meanwhile."""
 
     # -- setup -------------------------------------------------------------------------
 
@@ -152,10 +155,12 @@ class HandlerConsumer:
     # -- fetching ----------------------------------------------------------------------
 
     async def fetch(self, block_ms: int) -> int:
-        """Read up to one batch (never more than the free slots) and start every message.
+        """Read up to one batch (never more than the free slots; one message when the last
+        read found none, so that an idle handler waits for work holding one slot, not the
+        pool's) and start every message.
 
         Returns how many messages were started."""
-        granted = await self.limiter.acquire_up_to(self.pool.batch_size)
+        granted = await self.limiter.acquire_up_to(1 if self._idle else self.pool.batch_size)
         limit: int | None = None
         divert_all = False
         if self.gate is not None:
@@ -195,6 +200,7 @@ class HandlerConsumer:
             self.limiter.borrow_over(extra)
         elif extra < 0:
             self.limiter.release(-extra)
+        self._idle = not entries
         if not entries:
             if self.gate is not None and self.gate.holds_idle_lease:
                 self.acker.nudge()
@@ -346,7 +352,9 @@ class HandlerConsumer:
         func = target or spec.handler
         payload = spec.decode(envelope.payload)
         if func.wants_context:
-            args: tuple[Any, ...] = (payload, Context(self.app, spec.name, spec.stream, envelope))
+            context = Context(self.app, spec.name, spec.stream, envelope,
+                              fallback=target is not None)
+            args: tuple[Any, ...] = (payload, context)
         else:
             args = (payload,)
         if func.is_async:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from queues.envelope import Envelope
+from queues.envelope import Envelope, follow_up_id
 
 if TYPE_CHECKING:
     from workers.app import App
@@ -22,15 +22,19 @@ class Context:
     Built per message, so it is cheap: headers and the bound logger are made on first use.
     """
 
-    __slots__ = ("_app", "_envelope", "_logger", "handler", "stream")
+    __slots__ = ("_app", "_envelope", "_logger", "_publisher", "_sent", "handler", "stream")
 
-    def __init__(self, app: App, handler: str, stream: str, envelope: Envelope) -> None:
+    def __init__(self, app: App, handler: str, stream: str, envelope: Envelope, *,
+                 fallback: bool = False) -> None:
         self._app = app
         self._envelope = envelope
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self.handler = handler
         self.stream = stream
         """The user's stream the message was published to (also for retries and replays)."""
+        self._publisher = f"{handler}:fallback" if fallback else handler
+        self._sent: dict[str, int] = {}
+        """Follow-ups published so far in this call, per stream (for their ids)."""
 
     @property
     def message_id(self) -> str:
@@ -85,9 +89,21 @@ class Context:
         *,
         type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        message_id: str | None = None,
     ) -> str:
         """Publish a follow-up message that carries this one's correlation id and names this
-        message as its cause."""
+        message as its cause; returns its id.
+
+        The id is the same on every attempt of this message (the n-th follow-up to a stream
+        gets the n-th id), so when a handler fails after publishing and is retried, the
+        event it publishes again is a duplicate that an idempotent handler downstream
+        (``idempotent=True``) skips. A handler whose follow-ups differ from one attempt to
+        the next passes its own ``message_id``.
+        """
+        if message_id is None:
+            index = self._sent.get(stream, 0)
+            self._sent[stream] = index + 1
+            message_id = follow_up_id(self.message_id, self._publisher, stream, index)
         return await self._app.apublish(
             stream,
             payload,
@@ -95,6 +111,7 @@ class Context:
             headers=headers,
             correlation_id=self.correlation_id,
             causation_id=self.message_id,
+            message_id=message_id,
         )
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from queues.envelope import Envelope, EnvelopeError, dump_payload, encode
+from queues.envelope import Envelope, EnvelopeError, dump_payload, encode, follow_up_id
 
 
 class OrderPlaced(BaseModel):
@@ -132,3 +132,17 @@ def test_a_garbled_first_failed_at_is_ignored() -> None:
     env = Envelope("orders", "1-0", {b"payload": b"{}", b"first_failed_at": b"soon"})
 
     assert env.first_failed_at_ms is None
+
+
+def test_follow_up_ids_are_stable_and_differ_by_every_part() -> None:
+    base = follow_up_id("m1", "billing.charge", "payments", 0)
+    assert base == follow_up_id("m1", "billing.charge", "payments", 0)
+    assert len(base) == 32 and int(base, 16) >= 0
+    others = {follow_up_id("m2", "billing.charge", "payments", 0),
+              follow_up_id("m1", "billing.refund", "payments", 0),
+              follow_up_id("m1", "billing.charge", "refunds", 0),
+              follow_up_id("m1", "billing.charge", "payments", 1),
+              follow_up_id("m1", "billing.charge:fallback", "payments", 0)}
+    assert len(others) == 5 and base not in others
+    # The parts cannot run into each other: a separator no name contains splits them.
+    assert follow_up_id("m1", "a", "bc", 0) != follow_up_id("m1", "ab", "c", 0)

@@ -140,3 +140,48 @@ async def test_releasing_several_slots_wakes_as_many_waiters() -> None:
         for task in (first, second):
             task.cancel()
         await asyncio.gather(first, second, return_exceptions=True)
+
+
+async def test_a_fetcher_that_gave_its_slots_back_queues_behind_one_already_waiting() -> None:
+    limiter = CapacityLimiter(4)
+    # Given a fetcher holding every slot and another one waiting,
+    await limiter.acquire_up_to(4)
+    waiting = asyncio.create_task(limiter.acquire_up_to(4))
+    await _settle()
+    # when the first gives its slots back and asks again at once (an empty read),
+    limiter.release(4)
+    again = asyncio.create_task(limiter.acquire_up_to(4))
+    await _settle()
+    # then the one that was waiting gets them, and the other waits its turn.
+    assert waiting.done() and await waiting == 4
+    assert not again.done()
+    limiter.release(4)
+    assert await asyncio.wait_for(again, 1) == 4
+
+
+async def test_a_woken_waiter_cancelled_before_it_ran_passes_its_turn_on() -> None:
+    limiter = CapacityLimiter(1)
+    await limiter.acquire_up_to(1)
+    first = asyncio.create_task(limiter.acquire_up_to(1))
+    await _settle()
+    second = asyncio.create_task(limiter.acquire_up_to(1))
+    await _settle()
+    limiter.release()       # wakes ``first``...
+    first.cancel()          # ...which is cancelled before it runs
+    await _settle()
+    assert first.cancelled()
+    assert await asyncio.wait_for(second, 1) == 1
+    assert limiter.statistics() == PoolStatistics(1, 1, 0)
+
+
+async def test_waiters_woken_together_share_the_free_slots_in_order() -> None:
+    limiter = CapacityLimiter(3)
+    await limiter.acquire_up_to(3)
+    fetchers = [asyncio.create_task(limiter.acquire_up_to(2)) for _ in range(3)]
+    await _settle()
+    limiter.release(3)      # wakes all three; the first takes 2, the second 1
+    await _settle()
+    assert [f.done() for f in fetchers] == [True, True, False]
+    assert [fetchers[0].result(), fetchers[1].result()] == [2, 1]
+    limiter.release(2)
+    assert await asyncio.wait_for(fetchers[2], 1) == 2

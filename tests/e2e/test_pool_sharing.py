@@ -1,0 +1,69 @@
+"""Handlers sharing one pool share its concurrency limit fairly: a handler whose stream is
+busy is not starved by pool-mates polling idle streams. Each fetch holds slots while it
+waits on Redis (XREADGROUP BLOCK), so an idle handler waits holding one slot, not a batch,
+and a fetcher that gives its slots back cannot take them again ahead of one already
+waiting."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from e2e.failure_helpers import NO_CLAIM, Lab, PoolRun, Where, where
+from workers.context import Context
+
+pytestmark = pytest.mark.slow
+
+
+class Order(BaseModel):
+    n: int
+
+
+@pytest.fixture
+async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
+    world = Lab(uid, redis_url)
+    world.app.pool("default", concurrency=4, claim_after=NO_CLAIM)
+    yield world
+    await world.cleanup(aredis)
+
+
+async def test_a_busy_handler_is_not_starved_by_pool_mates_on_idle_streams(
+        lab: Lab, aredis: aioredis.Redis) -> None:
+    busy_stream = lab.stream("orders")
+    busy = lab.name("busy")
+    idle = [lab.name(f"idle{i}") for i in range(3)]
+    handled: Counter[str] = Counter()
+
+    # Given a pool of 4 slots whose handlers are one busy handler and three handlers whose
+    # streams stay empty (each of them blocks on Redis up to a second per read),
+    @lab.app.handler(busy_stream, name=busy, breaker=None)
+    async def work(order: Order, ctx: Context) -> None:
+        handled[ctx.message_id] += 1
+
+    for name in idle:
+        @lab.app.handler(lab.stream(name.split(".")[1]), name=name, breaker=None)
+        async def nothing(order: Order) -> None:
+            raise AssertionError("no message was published to this stream")
+
+    # when 300 messages wait on the busy handler's stream,
+    published = await lab.app.apublish_many(busy_stream, (Order(n=n) for n in range(300)))
+    started = time.monotonic()
+    async with PoolRun(lab.app) as pool:
+        # then it handles them all promptly (a starved handler would wait for its pool-mates'
+        # one-second reads, or forever),
+        await pool.until(lambda: len(handled) == len(published), within=5,
+                         what="every message handled")
+        elapsed = time.monotonic() - started
+        await pool.until(lambda: _done(aredis, lab, busy), within=5, what="every ack")
+    assert elapsed < 3.0, elapsed
+    # once each, and nothing is left anywhere.
+    assert set(handled) == set(published) and set(handled.values()) == {1}
+
+
+async def _done(client: aioredis.Redis, lab: Lab, handler: str) -> bool:
+    return await where(client, lab.keys(handler)) == Where()
