@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -38,6 +39,8 @@ class App:
         self._declared_pools: set[str] = set()
         self.handlers: dict[str, HandlerSpec] = {}
         self._sync_client: redis.Redis | None = None
+        self._sync_client_lock = threading.Lock()
+        """Sync handlers publish from their pool's threads: one client for all of them."""
         self._async_clients: dict[int, aioredis.Redis] = {}
 
     # -- declaring ---------------------------------------------------------------------
@@ -104,7 +107,9 @@ class App:
     @property
     def sync_client(self) -> redis.Redis:
         if self._sync_client is None:
-            self._sync_client = connect_sync(self.url())
+            with self._sync_client_lock:
+                if self._sync_client is None:
+                    self._sync_client = connect_sync(self.url())
         return self._sync_client
 
     @property

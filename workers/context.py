@@ -100,19 +100,32 @@ class Context:
         (``idempotent=True``) skips. A handler whose follow-ups differ from one attempt to
         the next passes its own ``message_id``.
         """
-        if message_id is None:
-            index = self._sent.get(stream, 0)
-            self._sent[stream] = index + 1
-            message_id = follow_up_id(self.message_id, self._publisher, stream, index)
         return await self._app.apublish(
-            stream,
-            payload,
-            type=type,
-            headers=headers,
-            correlation_id=self.correlation_id,
-            causation_id=self.message_id,
-            message_id=message_id,
-        )
+            stream, payload, type=type, headers=headers, correlation_id=self.correlation_id,
+            causation_id=self.message_id, message_id=self._follow_up_id(stream, message_id))
+
+    def publish_sync(
+        self,
+        stream: str,
+        payload: BaseModel | Mapping[str, Any] | str,
+        *,
+        type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """:meth:`publish` for a plain ``def`` handler, which runs in its pool's threads
+        where there is no event loop to await: the same ids, correlation and causation,
+        sent with the app's blocking client."""
+        return self._app.publish(
+            stream, payload, type=type, headers=headers, correlation_id=self.correlation_id,
+            causation_id=self.message_id, message_id=self._follow_up_id(stream, message_id))
+
+    def _follow_up_id(self, stream: str, message_id: str | None) -> str:
+        if message_id is not None:
+            return message_id
+        index = self._sent.get(stream, 0)
+        self._sent[stream] = index + 1
+        return follow_up_id(self.message_id, self._publisher, stream, index)
 
     def __repr__(self) -> str:
         return (

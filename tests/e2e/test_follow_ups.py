@@ -39,21 +39,30 @@ async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator
     await world.cleanup(aredis)
 
 
+@pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_a_step_retried_after_publishing_sends_the_same_event_id_again(
-        lab: Lab, aredis: aioredis.Redis) -> None:
+        lab: Lab, aredis: aioredis.Redis, kind: str) -> None:
     orders, payments = lab.stream("orders"), lab.stream("payments")
     charge, reserve, audit = lab.name("charge"), lab.name("reserve"), lab.name("audit")
     runs: Counter[str] = Counter()
     published: list[tuple[int, str]] = []
 
-    # Given a step that publishes its event and then fails on its first attempt (as if it
-    # crashed between the two), with two handlers downstream, one idempotent,
-    @lab.app.handler(orders, name=charge, stop=stop_after_attempt(3), wait=wait_none(),
-                     breaker=None)
-    async def charge_order(order: Order, ctx: Context) -> None:
-        published.append((ctx.attempt, await ctx.publish(payments, Payment(n=order.n))))
-        if ctx.attempt == 1:
-            raise ConnectionError("lost the connection after publishing")
+    # Given a step (an async handler, or a plain def in the pool's threads) that publishes
+    # its event and then fails on its first attempt (as if it crashed between the two),
+    # with two handlers downstream, one idempotent,
+    policy = {"stop": stop_after_attempt(3), "wait": wait_none(), "breaker": None}
+    if kind == "async":
+        @lab.app.handler(orders, name=charge, **policy)
+        async def charge_order(order: Order, ctx: Context) -> None:
+            published.append((ctx.attempt, await ctx.publish(payments, Payment(n=order.n))))
+            if ctx.attempt == 1:
+                raise ConnectionError("lost the connection after publishing")
+    else:
+        @lab.app.handler(orders, name=charge, **policy)
+        def charge_order_in_a_thread(order: Order, ctx: Context) -> None:
+            published.append((ctx.attempt, ctx.publish_sync(payments, Payment(n=order.n))))
+            if ctx.attempt == 1:
+                raise ConnectionError("lost the connection after publishing")
 
     @lab.app.handler(payments, name=reserve, idempotent=True, breaker=None)
     async def reserve_stock(payment: Payment, ctx: Context) -> None:
