@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from queues import scripts
+from workers.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.acker")
 
@@ -146,11 +147,7 @@ class AckBatcher:
     async def close(self) -> None:
         """Stop the background flusher and send what is left (shielded from cancellation)."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait([self._task])
             self._task = None
         try:
             await asyncio.shield(self.flush())

@@ -160,7 +160,10 @@ class HandlerConsumer:
         pool's) and start every message.
 
         Returns how many messages were started."""
-        granted = await self.limiter.acquire_up_to(1 if self._idle else self.pool.batch_size)
+        wanted = self.pool.batch_size
+        if self._idle and (self.gate is None or self.gate.closed):
+            wanted = 1  # (but half-open probes may run side by side: ask for them all)
+        granted = await self.limiter.acquire_up_to(wanted)
         limit: int | None = None
         divert_all = False
         if self.gate is not None:

@@ -19,6 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from queues.envelope import Envelope
+from workers.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from workers.consumer import HandlerConsumer
@@ -130,7 +131,5 @@ class Dispatcher:
         tasks = [w.task for w in self._workers if w.task is not None]
         if self._watchdog is not None:
             tasks.append(self._watchdog)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         self._workers.clear()

@@ -64,6 +64,11 @@ class BreakerGate:
         """Messages read under the current lease and not yet recorded."""
 
     @property
+    def closed(self) -> bool:
+        """Closed as last heard (or disabled): reading needs no probe permits."""
+        return self.state in (store.CLOSED, store.DISABLED)
+
+    @property
     def blocking(self) -> bool:
         """Reading is shut: fetched messages go to the fallback or are parked."""
         return self.state in BLOCKING

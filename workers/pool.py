@@ -34,6 +34,7 @@ from workers.dispatch import Dispatcher
 from workers.limiter import CapacityLimiter, PoolStatistics
 from workers.pool_config import PoolConfig
 from workers.registry import write_registry
+from workers.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.pool")
 
@@ -122,9 +123,7 @@ class Pool:
             log.info("pool stopping: no more fetching", extra={"pool": self.config.name,
                                                                "grace": grace})
             self._fetching = False
-            for task in background[:len(self.consumers)]:
-                task.cancel()
-            await asyncio.gather(*background[:len(self.consumers)], return_exceptions=True)
+            await cancel_and_wait(background[:len(self.consumers)])
             dropped = self.dispatcher.drop_queued()
             unfinished = await self.dispatcher.wait_idle(cancel, grace)
             if dropped or unfinished:
@@ -132,9 +131,7 @@ class Pool:
                     "pool": self.config.name, "not_started": dropped, "cancelled": unfinished})
         finally:
             await self.dispatcher.close()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_and_wait(background)
             await acker.close()
             try:
                 await self.client.hdel(PROCESSES, self.consumer)

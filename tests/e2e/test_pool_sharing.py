@@ -2,10 +2,11 @@
 busy is not starved by pool-mates polling idle streams. Each fetch holds slots while it
 waits on Redis (XREADGROUP BLOCK), so an idle handler waits holding one slot, not a batch,
 and a fetcher that gives its slots back cannot take them again ahead of one already
-waiting."""
+waiting. An idle handler whose breaker is half-open still asks for every probe permit."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,6 +16,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from e2e.failure_helpers import NO_CLAIM, Lab, PoolRun, Where, where
+from queues import breaker_store
+from workers import CircuitBreaker
 from workers.context import Context
 
 pytestmark = pytest.mark.slow
@@ -67,3 +70,40 @@ async def test_a_busy_handler_is_not_starved_by_pool_mates_on_idle_streams(
 
 async def _done(client: aioredis.Redis, lab: Lab, handler: str) -> bool:
     return await where(client, lab.keys(handler)) == Where()
+
+
+async def test_half_open_probes_of_an_idle_handler_run_side_by_side(
+        lab: Lab, aredis: aioredis.Redis) -> None:
+    stream, name = lab.stream("quotes"), lab.name("quote")
+    running: list[str] = []
+    most = 0
+    release = asyncio.Event()
+
+    @lab.app.handler(stream, name=name, breaker=CircuitBreaker(half_open_calls=3))
+    async def quote(order: Order, ctx: Context) -> None:
+        nonlocal most
+        running.append(ctx.message_id)
+        most = max(most, len(running))
+        await release.wait()
+        running.remove(ctx.message_id)
+
+    # Given an idle handler (its reads wait for work holding one slot) whose breaker an
+    # operator forced open for a moment, and which has heard of it,
+    async with PoolRun(lab.app) as pool:
+        [consumer] = await pool.until(lambda: pool.pool.consumers, within=5,
+                                      what="the pool to start")
+        assert consumer.gate is not None
+        await breaker_store.force_open(aredis, lab.keys(name), duration_ms=1500)
+        await pool.until(lambda: consumer.gate is not None and consumer.gate.blocking,
+                         within=5, what="the consumer to hear the breaker is open")
+        # when messages arrive and the breaker turns half-open,
+        published = await lab.app.apublish_many(stream, (Order(n=n) for n in range(5)))
+        # then its three probes run at the same time, not one after another,
+        await pool.until(lambda: most == 3, within=5, what="three probes at once")
+        assert len(running) == 3
+        # and once they succeed the breaker closes and the rest are handled.
+        release.set()
+        await pool.until(lambda: _done(aredis, lab, name), within=5, what="every ack")
+    snapshot = await breaker_store.read_state(aredis, lab.keys(name))
+    assert snapshot.state == "closed"
+    assert most == 3 and not running and len(published) == 5
