@@ -34,10 +34,12 @@ class Flaky(Exception):
 
 
 BREAKER = CircuitBreaker() if os.environ.get("BENCH_BREAKER", "1") == "1" else None
+IDEMPOTENT = os.environ.get("BENCH_IDEMPOTENT", "0") == "1"
+"""``idempotent=True``: every message's completion is recorded (and looked up) in Redis."""
 
 
 @app.handler(STREAM, pool="bench", name="bench.noop", stop=stop_after_attempt(3),
-             wait=wait_none(), breaker=BREAKER)
+             wait=wait_none(), breaker=BREAKER, idempotent=IDEMPOTENT)
 async def noop(order: Order, ctx: Context) -> None:
     if FAIL_EVERY and order.n % FAIL_EVERY == 0 and ctx.attempt == 1:
         raise Flaky(f"order {order.order_id} fails once")

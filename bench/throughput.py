@@ -5,7 +5,7 @@ handler) from their own stream, each in its own process, and both are timed the 
 from outside: from the first entry read (the group's ``entries-read`` moves) until the group
 has no lag and nothing pending. Process start-up is thus left out of both.
 
-    python bench/throughput.py [--n 20000] [--rounds 3] [--runs fail10,nobreaker]
+    python bench/throughput.py [--n 20000] [--rounds 3] [--runs fail10,nobreaker,idempotent]
 
 Each variant runs ``--rounds`` times, the variants interleaved (each round starting with the
 next one) so that a noisy moment on a shared machine hits all of them alike; the table shows
@@ -172,7 +172,7 @@ def run_raw(client: redis.Redis, url: str, n: int) -> Result:
 
 
 def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
-                breaker: bool = True) -> Result:
+                breaker: bool = True, idempotent: bool = False) -> Result:
     sys.path.insert(0, str(ROOT))
     from queues.keys import HandlerKeys
 
@@ -180,7 +180,8 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
     keys = HandlerKeys(stream, "bench.noop")
     _publish(client, stream, n)
     env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
-               BENCH_BREAKER="1" if breaker else "0", SEAWALL_REDIS_URL=url,
+               BENCH_BREAKER="1" if breaker else "0",
+               BENCH_IDEMPOTENT="1" if idempotent else "0", SEAWALL_REDIS_URL=url,
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.process", "bench.bench_app:app", "bench", "0",
@@ -195,6 +196,10 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
         except subprocess.TimeoutExpired:
             proc.kill()
         client.delete(stream, keys.retry, keys.delayed, keys.dlq, keys.breaker)
+        if idempotent:
+            done = list(client.scan_iter(match=keys.done("*"), count=1000))
+            for start in range(0, len(done), 1000):
+                client.delete(*done[start:start + 1000])
     return Result(name, n, seconds, rss, cpu)
 
 
@@ -205,7 +210,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("SEAWALL_REDIS_URL",
                                                                "redis://127.0.0.1:6379/0"))
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runs", default="", help="extra runs, comma separated: fail10, nobreaker")
+    parser.add_argument("--runs", default="",
+                        help="extra runs, comma separated: fail10, nobreaker, idempotent")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
     extra = {r for r in args.runs.split(",") if r}
@@ -217,6 +223,9 @@ def main() -> None:
     if "nobreaker" in extra:
         variants.append(lambda: run_seawall(client, url, n, name="seawall, breaker=None",
                                             breaker=False))
+    if "idempotent" in extra:
+        variants.append(lambda: run_seawall(client, url, n, name="seawall, idempotent=True",
+                                            idempotent=True))
     if "fail10" in extra:
         variants.append(lambda: run_seawall(client, url, n, name="seawall, 10% fail once",
                                             fail_every=10))

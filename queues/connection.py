@@ -52,12 +52,26 @@ def _options(max_connections: int | None) -> dict[str, Any]:
     return options
 
 
+DEFAULT_MAX_CONNECTIONS = 100
+CONNECTION_WAIT = 30.0
+"""Seconds a command waits for a free connection of a full pool before it fails."""
+
+
 def connect(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
-    """An asyncio client with its own connection pool (one per worker pool: a bulkhead)."""
+    """An asyncio client with its own connection pool (one per worker pool: a bulkhead).
+
+    The pool is bounded and *blocking*: when every connection is busy a command waits for
+    one (up to ``CONNECTION_WAIT``). redis-py's default pool fails at once instead
+    (``MaxConnectionsError`` past 100), which under a pool's full concurrency would turn a
+    burst of handlers that talk to Redis into failed messages, counted by their breaker.
+    """
+    size = max_connections or DEFAULT_MAX_CONNECTIONS
     try:
-        return aioredis.Redis.from_url(url, **_options(max_connections))
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, timeout=CONNECTION_WAIT, **_options(size))
     except ValueError as exc:
         raise ValueError(f"invalid Redis URL {redact(url)}: {exc}") from None
+    return aioredis.Redis.from_pool(pool)
 
 
 def connect_sync(url: str, *, max_connections: int | None = None) -> redis.Redis:

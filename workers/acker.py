@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from queues import scripts
+from queues import idempotency, scripts
 from workers.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.acker")
@@ -27,12 +27,14 @@ PipelineOp = Callable[[Any], Awaitable[Any]]
 
 
 class AckBatcher:
-    __slots__ = ("_acks", "_client", "_contributors", "_deletes", "_on_sent", "_ops",
+    __slots__ = ("_acks", "_client", "_contributors", "_deletes", "_marks", "_on_sent", "_ops",
                  "_scripts_loaded", "_task", "_wake")
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self._acks: dict[tuple[str, str], list[str]] = {}
+        self._marks: list[tuple[str, int]] = []
+        """Idempotency markers (key, ttl s), sent ahead of the acks in the same pipeline."""
         self._contributors: list[Contributor] = []
         self._ops: list[PipelineOp] = []
         self._on_sent: list[Callable[[], None]] = []
@@ -49,6 +51,12 @@ class AckBatcher:
             self._acks[key] = [entry_id]
         else:
             ids.append(entry_id)
+        self._wake.set()
+
+    def mark_done(self, key: str, ttl: int) -> None:
+        """SET ``key`` NX EX ``ttl`` with the next flush, ahead of its acks: call it before
+        :meth:`ack` for a message whose completion must outlive a lost ack."""
+        self._marks.append((key, ttl))
         self._wake.set()
 
     def delete_on_ack(self, stream: str) -> None:
@@ -74,7 +82,7 @@ class AckBatcher:
 
     @property
     def pending(self) -> int:
-        return sum(len(v) for v in self._acks.values()) + len(self._ops)
+        return sum(len(v) for v in self._acks.values()) + len(self._ops) + len(self._marks)
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -97,16 +105,24 @@ class AckBatcher:
     async def flush(self) -> None:
         """Send everything queued so far in one pipeline."""
         acks, self._acks = self._acks, {}
+        marks, self._marks = self._marks, []
         ops, self._ops = self._ops, []
         on_sent, self._on_sent = self._on_sent, []
         replies: list[tuple[int, Callable[[Any], None]]] = []
         results: list[Any] = []
         op_positions: list[int] = []
+        mark_positions: list[tuple[int, int, list[str]]] = []
         try:
-            if not self._scripts_loaded and (ops or self._contributors):
+            if not self._scripts_loaded and (ops or marks or self._contributors):
                 await scripts.load_all(self._client)
                 self._scripts_loaded = True
             async with self._client.pipeline(transaction=False) as pipe:
+                by_ttl: dict[int, list[str]] = {}
+                for marker, ttl in marks:
+                    by_ttl.setdefault(ttl, []).append(marker)
+                for ttl, markers in by_ttl.items():
+                    mark_positions.append((len(pipe.command_stack), ttl, markers))
+                    idempotency.queue_mark_done(pipe, markers, ttl)
                 for (stream, group), ids in acks.items():
                     pipe.xack(stream, group, *ids)
                     if stream in self._deletes:
@@ -119,20 +135,26 @@ class AckBatcher:
                     callback = step(pipe)
                     if callback is not None:
                         replies.append((position, callback))
-                if acks or ops or replies:
+                if acks or marks or ops or replies:
                     results = await pipe.execute(raise_on_error=False)
         except BaseException:
             for key, ids in acks.items():
                 self._acks.setdefault(key, []).extend(ids)
+            self._marks[:0] = marks
             self._ops[:0] = ops
             self._on_sent[:0] = on_sent
             raise
         lost_scripts = [op for op, at in zip(ops, op_positions, strict=True)
                         if scripts.is_noscript(results[at])]
-        if lost_scripts or any(scripts.is_noscript(results[at]) for at, _ in replies):
-            # Redis lost its scripts (restarted): load them again and resend those ops.
+        lost_marks = [(marker, ttl) for at, ttl, markers in mark_positions
+                      if scripts.is_noscript(results[at]) for marker in markers]
+        if (lost_scripts or lost_marks
+                or any(scripts.is_noscript(results[at]) for at, _ in replies)):
+            # Redis lost its scripts (restarted): load them again and resend those ops. The
+            # markers then land a flush after their acks (a restart's only window).
             self._scripts_loaded = False
             self._ops[:0] = lost_scripts
+            self._marks[:0] = lost_marks
             self._wake.set()
         failed = [r for r in results if isinstance(r, Exception) and not scripts.is_noscript(r)]
         if failed:

@@ -16,9 +16,9 @@ from concurrent.futures import Executor
 from functools import partial
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from queues import delayed, streams
+from queues import delayed, idempotency, streams
 from queues.envelope import ORIGIN_ENTRY_ID, Envelope
 from workers.acker import AckBatcher
 from workers.context import Context
@@ -93,6 +93,9 @@ class HandlerConsumer:
             acker.contribute(self.gate.contribute)
         self._diverted: set[tuple[str, str]] = set()
         """Entries read while the breaker was shut, for the fallback."""
+        self._done_at_fetch: dict[tuple[str, str], bool] = {}
+        """Idempotent handlers: whether each fetched entry's message was already completed,
+        looked up for the whole batch in one round trip when it was read."""
         self._idle = True
         """The last read found nothing: the next one waits for messages holding one slot,
         not a batch's worth that the pool's other handlers could be using meanwhile."""
@@ -208,6 +211,8 @@ class HandlerConsumer:
             if self.gate is not None and self.gate.holds_idle_lease:
                 self.acker.nudge()
             return 0
+        if self.spec.idempotent:
+            await self._look_up_done(entries)
         if divert_all:
             self._diverted.update((e.source, e.entry_id) for e in entries)
         elif limit is not None and self.gate is not None:
@@ -258,18 +263,23 @@ class HandlerConsumer:
         started = time.monotonic()
         self.in_flight[key] = started
         gate = self.gate
+        done_at_fetch = self._done_at_fetch.pop(key, None) if self.spec.idempotent else None
         try:
             if gate is not None and (gate.blocking or key in self._diverted):
                 await self._divert(envelope, key)
                 return
             error: BaseException | None = None
             try:
-                if self.spec.idempotent and await self._already_done(envelope):
+                if self.spec.idempotent and await self._already_done(envelope, done_at_fetch):
+                    if gate is not None:
+                        gate.record_probe_done()  # a probe that called nothing proves nothing
                     self.acker.ack(envelope.source, self.group, envelope.entry_id)
                     return
                 await self.call(envelope)
                 if self.spec.idempotent:
-                    await self._mark_done(envelope)
+                    # In the ack's own pipeline, ahead of the XACK.
+                    self.acker.mark_done(self.spec.keys.done(envelope.message_id),
+                                         max(1, int(self.spec.idempotency_ttl)))
             except asyncio.CancelledError:
                 if not worker.timed_out:
                     raise
@@ -333,20 +343,32 @@ class HandlerConsumer:
         self.parked += 1
         self.acker.add_op(op, on_sent=lambda: self.retry_due(due_ms))
 
-    async def _already_done(self, envelope: Envelope) -> bool:
-        """An idempotent handler skips a message it already completed (the process died
-        between the handler's return and the ack)."""
-        done = bool(await self.client.exists(self.spec.keys.done(envelope.message_id)))
+    async def _look_up_done(self, envelopes: list[Envelope]) -> None:
+        """Which of a fetched batch an idempotent handler already completed: one script
+        call for the batch. If Redis fails here, each message asks for itself."""
+        try:
+            found = await idempotency.completed(
+                self.client, [self.spec.keys.done(e.message_id) for e in envelopes])
+        except (RedisError, OSError) as exc:
+            log.warning("could not look up completed messages; each will ask for itself",
+                        extra={"handler": self.spec.name, "error": repr(exc)})
+            return
+        for envelope, exists in zip(envelopes, found, strict=True):
+            self._done_at_fetch[(envelope.source, envelope.entry_id)] = bool(exists)
+
+    async def _already_done(self, envelope: Envelope, done_at_fetch: bool | None) -> bool:
+        """An idempotent handler skips a message it already completed: the process died
+        between the handler's return and the ack, or the message was published again under
+        the same id (a retried step's follow-up). Entries taken back from a dead consumer
+        were not looked up at fetch time and ask here."""
+        done = done_at_fetch
+        if done is None:
+            done = bool(await self.client.exists(self.spec.keys.done(envelope.message_id)))
         if done:
             log.info("message already completed by this handler; acking without running",
                      extra={"handler": self.spec.name, "message_id": envelope.message_id,
                             "entry_id": envelope.entry_id})
         return done
-
-    async def _mark_done(self, envelope: Envelope) -> None:
-        """Record completion (SET NX with a TTL) before the ack is even queued."""
-        await self.client.set(self.spec.keys.done(envelope.message_id), b"1", nx=True,
-                              ex=max(1, int(self.spec.idempotency_ttl)))
 
     async def call(self, envelope: Envelope, target: HandlerFunc | None = None) -> None:
         """Decode the payload and call the handler, or ``target`` (its fallback); the

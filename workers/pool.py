@@ -90,7 +90,7 @@ class Pool:
         """Serve until ``stop`` is set, then finish within ``grace`` (or at ``cancel``)."""
         if not self.specs:
             log.warning("pool has no handlers; nothing to do", extra={"pool": self.config.name})
-        self.client = connect(self.url)
+        self.client = connect(self.url, max_connections=self._connections_needed())
         executor = ThreadPoolExecutor(self.config.concurrency,
                                       thread_name_prefix=f"seawall-{self.config.name}")
         acker = AckBatcher(self.client)
@@ -158,6 +158,12 @@ class Pool:
                              extra={"pool": self.config.name, "loop": task.get_name()},
                              exc_info=task.exception())
                 raise PoolCrashed(task.get_name()) from task.exception()
+
+    def _connections_needed(self) -> int:
+        """The pool's own Redis connections: one per running message (an idempotent
+        handler's bookkeeping), three loops per handler (fetch, retry mover, probe lease),
+        and the acker, heartbeat and keep-fresh loops, with room to spare."""
+        return self.config.concurrency + 3 * len(self.specs) + 8
 
     def _watchdog_interval(self) -> float | None:
         """How often the watchdog looks for overrunning handlers: a tenth of the shortest
