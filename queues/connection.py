@@ -57,18 +57,25 @@ CONNECTION_WAIT = 30.0
 """Seconds a command waits for a free connection of a full pool before it fails."""
 
 
-def connect(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
+def connect(url: str, *, max_connections: int | None = None,
+            wait_for_connection: bool = True) -> aioredis.Redis:
     """An asyncio client with its own connection pool (one per worker pool: a bulkhead).
 
-    The pool is bounded and *blocking*: when every connection is busy a command waits for
-    one (up to ``CONNECTION_WAIT``). redis-py's default pool fails at once instead
-    (``MaxConnectionsError`` past 100), which under a pool's full concurrency would turn a
-    burst of handlers that talk to Redis into failed messages, counted by their breaker.
+    The pool is bounded. By default it is also *blocking*: when every connection is busy a
+    command waits for one (up to ``CONNECTION_WAIT``). redis-py's default pool fails at
+    once instead (``MaxConnectionsError`` past 100), which under a pool's full concurrency
+    would turn a burst of handlers that talk to Redis into failed messages, counted by
+    their breaker. ``wait_for_connection=False`` is for a caller that sized the pool for
+    everything it can run at once (a worker pool's own client): it saves the blocking
+    pool's lock on every command.
     """
     size = max_connections or DEFAULT_MAX_CONNECTIONS
     try:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, timeout=CONNECTION_WAIT, **_options(size))
+        if wait_for_connection:
+            pool: aioredis.ConnectionPool = aioredis.BlockingConnectionPool.from_url(
+                url, timeout=CONNECTION_WAIT, **_options(size))
+        else:
+            pool = aioredis.ConnectionPool.from_url(url, **_options(size))
     except ValueError as exc:
         raise ValueError(f"invalid Redis URL {redact(url)}: {exc}") from None
     return aioredis.Redis.from_pool(pool)

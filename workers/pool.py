@@ -90,7 +90,8 @@ class Pool:
         """Serve until ``stop`` is set, then finish within ``grace`` (or at ``cancel``)."""
         if not self.specs:
             log.warning("pool has no handlers; nothing to do", extra={"pool": self.config.name})
-        self.client = connect(self.url, max_connections=self._connections_needed())
+        self.client = connect(self.url, max_connections=self._connections_needed(),
+                              wait_for_connection=False)
         executor = ThreadPoolExecutor(self.config.concurrency,
                                       thread_name_prefix=f"seawall-{self.config.name}")
         acker = AckBatcher(self.client)
@@ -160,9 +161,11 @@ class Pool:
                 raise PoolCrashed(task.get_name()) from task.exception()
 
     def _connections_needed(self) -> int:
-        """The pool's own Redis connections: one per running message (an idempotent
-        handler's bookkeeping), three loops per handler (fetch, retry mover, probe lease),
-        and the acker, heartbeat and keep-fresh loops, with room to spare."""
+        """The most Redis connections the pool's own client can use at once: one per
+        running message (an idempotent handler's look-up of a message taken back from a
+        dead consumer), three loops per handler (fetch, retry mover, probe lease), and the
+        acker, heartbeat and keep-fresh loops, with room to spare. Handlers' own calls
+        (``ctx.publish``) go through the app's client, which waits for a free connection."""
         return self.config.concurrency + 3 * len(self.specs) + 8
 
     def _watchdog_interval(self) -> float | None:
