@@ -50,6 +50,8 @@ class CapacityLimiter:
             await self._wait_turn()
         granted = min(wanted, self._total - self._borrowed)
         self._borrowed += granted
+        if self._waiters and self._borrowed < self._total:
+            self._wake()  # slots this fetcher did not want: the next in line may use them
         return granted
 
     async def _wait_turn(self) -> None:

@@ -185,3 +185,24 @@ async def test_waiters_woken_together_share_the_free_slots_in_order() -> None:
     assert [fetchers[0].result(), fetchers[1].result()] == [2, 1]
     limiter.release(2)
     assert await asyncio.wait_for(fetchers[2], 1) == 2
+
+
+async def test_slots_a_woken_fetcher_leaves_go_to_the_next_in_line() -> None:
+    limiter = CapacityLimiter(8)
+    await limiter.acquire_up_to(8)
+    # Given an idle fetcher waiting for one slot,
+    idle = asyncio.create_task(limiter.acquire_up_to(1))
+    await _settle()
+    # when a fetcher gives every slot back and at once asks for five (so it queues behind
+    # the idle one, whose turn has come),
+    async def give_back_and_ask_again() -> int:
+        limiter.release(8)
+        return await limiter.acquire_up_to(5)
+
+    busy = asyncio.create_task(give_back_and_ask_again())
+    await _settle()
+    # then the idle one takes its one and the other gets five at once, not at the next
+    # release.
+    assert idle.done() and await idle == 1
+    assert busy.done() and await busy == 5
+    assert limiter.available == 2
