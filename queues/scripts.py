@@ -54,6 +54,12 @@ class LuaScript:
         """Add an EVALSHA to ``pipe``; the script must have been loaded (:func:`load_all`)."""
         pipe.execute_command("EVALSHA", self._sha_bytes, len(keys), *keys, *args)
 
+    def queue_with_source(self, pipe: Any, keys: list[str] | list[bytes],
+                          args: list[Any]) -> None:
+        """Add an EVAL carrying the script itself to ``pipe``: it cannot fail with NOSCRIPT,
+        for a command that must run together with the rest of its pipeline."""
+        pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         if isinstance(client, Pipeline):
             self.queue(client, keys, args)

@@ -111,9 +111,8 @@ class AckBatcher:
         replies: list[tuple[int, Callable[[Any], None]]] = []
         results: list[Any] = []
         op_positions: list[int] = []
-        mark_positions: list[tuple[int, int, list[str]]] = []
         try:
-            if not self._scripts_loaded and (ops or marks or self._contributors):
+            if not self._scripts_loaded and (ops or self._contributors):
                 await scripts.load_all(self._client)
                 self._scripts_loaded = True
             async with self._client.pipeline(transaction=False) as pipe:
@@ -121,7 +120,6 @@ class AckBatcher:
                 for marker, ttl in marks:
                     by_ttl.setdefault(ttl, []).append(marker)
                 for ttl, markers in by_ttl.items():
-                    mark_positions.append((len(pipe.command_stack), ttl, markers))
                     idempotency.queue_mark_done(pipe, markers, ttl)
                 for (stream, group), ids in acks.items():
                     pipe.xack(stream, group, *ids)
@@ -146,15 +144,10 @@ class AckBatcher:
             raise
         lost_scripts = [op for op, at in zip(ops, op_positions, strict=True)
                         if scripts.is_noscript(results[at])]
-        lost_marks = [(marker, ttl) for at, ttl, markers in mark_positions
-                      if scripts.is_noscript(results[at]) for marker in markers]
-        if (lost_scripts or lost_marks
-                or any(scripts.is_noscript(results[at]) for at, _ in replies)):
-            # Redis lost its scripts (restarted): load them again and resend those ops. The
-            # markers then land a flush after their acks (a restart's only window).
+        if lost_scripts or any(scripts.is_noscript(results[at]) for at, _ in replies):
+            # Redis lost its scripts (restarted): load them again and resend those ops.
             self._scripts_loaded = False
             self._ops[:0] = lost_scripts
-            self._marks[:0] = lost_marks
             self._wake.set()
         failed = [r for r in results if isinstance(r, Exception) and not scripts.is_noscript(r)]
         if failed:
