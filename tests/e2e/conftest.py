@@ -3,13 +3,15 @@ Redis, each test with its own app module, app name, streams and keys, all remove
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from e2e.failure_helpers import NO_CLAIM, Lab
 from e2e.support import E2E, alive
 
 
@@ -26,6 +28,24 @@ def e2e(tmp_path: Path, uid: str, sync_redis: redis.Redis, redis_url: str,
         world.kill_all()
         world.cleanup()
     assert not any(alive(p.pid) for p in world.procs)
+
+
+@pytest.fixture
+def lab_pool() -> dict[str, Any] | None:
+    """Options of the ``default`` pool a :func:`lab` declares (it never looks for abandoned
+    entries unless told), or None for no pool: a test module overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+async def lab(uid: str, redis_url: str, aredis: aioredis.Redis,
+              lab_pool: dict[str, Any] | None) -> AsyncIterator[Lab]:
+    """An in-process test's world (app, streams, handler names), removed afterwards."""
+    world = Lab(uid, redis_url)
+    if lab_pool is not None:
+        world.app.pool("default", **{"claim_after": NO_CLAIM, **lab_pool})
+    yield world
+    await world.cleanup(aredis)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

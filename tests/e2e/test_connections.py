@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from e2e.failure_helpers import NO_CLAIM, Lab, PoolRun, Where, where
+from e2e.failure_helpers import Lab, PoolRun, Where, where
 from queues import breaker_store
 from workers import CircuitBreaker
 from workers.context import Context
@@ -28,12 +27,8 @@ class Order(BaseModel):
 
 
 @pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    world.app.pool("default", concurrency=CONCURRENCY, batch_size=CONCURRENCY,
-                   claim_after=NO_CLAIM)
-    yield world
-    await world.cleanup(aredis)
+def lab_pool() -> dict[str, int]:
+    return {"concurrency": CONCURRENCY, "batch_size": CONCURRENCY}
 
 
 async def test_every_handler_of_a_full_pool_publishing_at_once_succeeds(

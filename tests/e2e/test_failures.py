@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 from tenacity import stop_after_attempt, wait_exponential, wait_fixed
 
-from e2e.failure_helpers import NO_CLAIM, DelayedWatch, Lab, PoolRun, Where, dead_letters, where
+from e2e.failure_helpers import DelayedWatch, Lab, PoolRun, Where, dead_letters, where
 from queues.keys import HandlerKeys
 from workers.context import Context
 from workers.errors import Retry
@@ -37,11 +36,8 @@ class Boom(Exception):
 
 
 @pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    world.app.pool("default", concurrency=8, claim_after=NO_CLAIM)
-    yield world
-    await world.cleanup(aredis)
+def lab_pool() -> dict[str, int]:
+    return {"concurrency": 8}
 
 
 def ms(seconds: float) -> int:

@@ -7,14 +7,13 @@ what shows the test can tell the two apart). A fallback's follow-ups get ids of 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 from tenacity import stop_after_attempt, wait_none
 
-from e2e.failure_helpers import NO_CLAIM, Lab, PoolRun, Where, where
+from e2e.failure_helpers import Lab, PoolRun, Where, where
 from queues import breaker_store
 from queues.envelope import follow_up_id
 from workers import CircuitBreaker
@@ -32,11 +31,8 @@ class Payment(BaseModel):
 
 
 @pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    world.app.pool("default", concurrency=8, claim_after=NO_CLAIM)
-    yield world
-    await world.cleanup(aredis)
+def lab_pool() -> dict[str, int]:
+    return {"concurrency": 8}
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -32,13 +32,6 @@ pytestmark = pytest.mark.slow
 
 class Order(BaseModel):
     n: int
-
-
-@pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    yield world
-    await world.cleanup(aredis)
 
 
 def _register(lab: Lab, client: aioredis.Redis, calls: Counter[str]) -> tuple[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -123,13 +122,6 @@ RECOVERY_DEADLOCK = (
 
 class Order(BaseModel):
     n: int
-
-
-@pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    yield world
-    await world.cleanup(aredis)
 
 
 async def test_a_restarted_pool_recovers_more_pending_entries_than_its_concurrency(

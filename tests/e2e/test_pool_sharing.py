@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from e2e.failure_helpers import NO_CLAIM, Lab, PoolRun, Where, where
+from e2e.failure_helpers import Lab, PoolRun, Where, where
 from queues import breaker_store
 from workers import CircuitBreaker
 from workers.context import Context
@@ -28,11 +27,8 @@ class Order(BaseModel):
 
 
 @pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    world.app.pool("default", concurrency=4, claim_after=NO_CLAIM)
-    yield world
-    await world.cleanup(aredis)
+def lab_pool() -> dict[str, int]:
+    return {"concurrency": 4}
 
 
 async def test_a_busy_handler_is_not_starved_by_pool_mates_on_idle_streams(

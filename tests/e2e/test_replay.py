@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from e2e.failure_helpers import (
-    NO_CLAIM,
     Lab,
     PoolRun,
     Where,
@@ -46,11 +44,8 @@ class Order(BaseModel):
 
 
 @pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    world.app.pool("default", concurrency=64, claim_after=NO_CLAIM)
-    yield world
-    await world.cleanup(aredis)
+def lab_pool() -> dict[str, int]:
+    return {"concurrency": 64}
 
 
 async def _ids(client: aioredis.Redis, key: str) -> list[str]:

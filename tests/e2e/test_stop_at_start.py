@@ -6,13 +6,12 @@ cancellation that lands while it reads a reply, and the loop that lost it would 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from e2e.failure_helpers import NO_CLAIM, Lab, PoolRun
+from e2e.failure_helpers import Lab, PoolRun
 from queues.keys import PROCESSES
 from workers import CircuitBreaker
 
@@ -24,11 +23,8 @@ class Order(BaseModel):
 
 
 @pytest.fixture
-async def lab(uid: str, redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[Lab]:
-    world = Lab(uid, redis_url)
-    world.app.pool("default", concurrency=4, claim_after=NO_CLAIM)
-    yield world
-    await world.cleanup(aredis)
+def lab_pool() -> dict[str, int]:
+    return {"concurrency": 4}
 
 
 @pytest.mark.parametrize("round_", range(5))
