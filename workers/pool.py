@@ -74,11 +74,6 @@ class Pool:
         self.dispatcher = Dispatcher(config.concurrency)
         self.consumers: list[HandlerConsumer] = []
         self.client: Any = None
-        self._fetching = True
-        """Cleared at the first stop request. The fetch loops also end when it is cleared,
-        not only when cancelled: redis-py's asyncio client can swallow a cancellation that
-        lands while a command's reply is being read, and a fetch loop that missed its
-        cancel would read on; a blocking read ends within ``block_ms`` at the latest."""
 
     def statistics(self) -> PoolStatistics:
         """In flight, capacity and waiting fetchers of this bulkhead, right now."""
@@ -123,7 +118,6 @@ class Pool:
             await self._until_stopped(stop, [*background, *acker.tasks])
             log.info("pool stopping: no more fetching", extra={"pool": self.config.name,
                                                                "grace": grace})
-            self._fetching = False
             await cancel_and_wait(background[:len(self.consumers)])
             dropped = self.dispatcher.drop_queued()
             unfinished = await self.dispatcher.wait_idle(cancel, grace)
@@ -177,14 +171,14 @@ class Pool:
         return max(0.05, min(1.0, min(timeouts) / 10))
 
     async def _consume(self, consumer: HandlerConsumer) -> None:
-        """Fetch until the first stop request; if Redis goes away, wait (tenacity's
-        jittered backoff) and resume."""
+        """Fetch until cancelled; if Redis goes away, wait (tenacity's jittered backoff)
+        and resume."""
         outages = 0
         block_ms = int(min(1000.0, consumer.claim_after * 250))
         claim_every = consumer.claim_after / 2
         next_claim = time.monotonic() + claim_every
         recovered = False
-        while self._fetching:
+        while True:
             try:
                 if not recovered:
                     await consumer.ensure_groups()
