@@ -88,11 +88,14 @@ class HandlerConsumer:
         self.gate: BreakerGate | None = None
         if spec.breaker is not None:
             # A probe that ends sooner needs no renewal; a longer one renews its lease.
-            lease_ttl = min((self.timeout or PROBE_LEASE_TTL) + 5.0, PROBE_LEASE_TTL)
+            lease_ttl = (PROBE_LEASE_TTL if self.timeout is None
+                         else min(self.timeout + 5.0, PROBE_LEASE_TTL))
             self.gate = BreakerGate(spec.breaker, spec.keys, spec.name, lease_ttl=lease_ttl)
             acker.contribute(self.gate.contribute)
         self._diverted: set[tuple[str, str]] = set()
         """Entries read while the breaker was shut, for the fallback."""
+        self._done_ttl = max(1, int(spec.idempotency_ttl))
+        """Seconds an idempotent handler's completion marker lives."""
         self._done_at_fetch: dict[tuple[str, str], bool] = {}
         """Idempotent handlers: whether each fetched entry's message was already completed,
         looked up for the whole batch in one round trip when it was read."""
@@ -279,7 +282,7 @@ class HandlerConsumer:
                 if self.spec.idempotent:
                     # In the ack's own pipeline, ahead of the XACK.
                     self.acker.mark_done(self.spec.keys.done(envelope.message_id),
-                                         max(1, int(self.spec.idempotency_ttl)))
+                                         self._done_ttl)
             except asyncio.CancelledError:
                 if not worker.timed_out:
                     raise
