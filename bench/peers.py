@@ -61,33 +61,22 @@ from pathlib import Path
 
 import redis
 
-try:
-    from bench.peer_apps import GROUP, queue_name, started_key
-    from bench.throughput import (
-        Result,
-        _cpu_seconds,
-        _descendants,
-        _group,
-        _peak_rss_mb,
-        median_round,
-        run_raw,
-        run_seawall,
-    )
-except ModuleNotFoundError:  # run as a script: bench/ is sys.path[0], the root is not
-    from peer_apps import GROUP, queue_name, started_key  # type: ignore[no-redef]
-    from throughput import (  # type: ignore[no-redef]
-        Result,
-        _cpu_seconds,
-        _descendants,
-        _group,
-        _peak_rss_mb,
-        median_round,
-        run_raw,
-        run_seawall,
-    )
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # run as a script, bench/ is sys.path[0] and the root is not
+
+from bench.peer_apps import GROUP, queue_name, started_key  # noqa: E402
+from bench.throughput import (  # noqa: E402
+    Result,
+    _cpu_seconds,
+    _descendants,
+    _group,
+    _peak_rss_mb,
+    median_round,
+    run_raw,
+    run_seawall,
+)
+
 VENV = HERE / ".peers-venv"
 REQUIREMENTS = HERE / "peers-requirements.txt"
 
