@@ -33,8 +33,9 @@ class Context:
         self.stream = stream
         """The user's stream the message was published to (also for retries and replays)."""
         self._publisher = f"{handler}:fallback" if fallback else handler
-        self._sent: dict[str, int] = {}
-        """Follow-ups published so far in this call, per stream (for their ids)."""
+        self._sent: dict[str, int] | None = None
+        """Follow-ups published so far in this call, per stream (for their ids); made at the
+        first publish."""
 
     @property
     def message_id(self) -> str:
@@ -123,6 +124,8 @@ class Context:
     def _follow_up_id(self, stream: str, message_id: str | None) -> str:
         if message_id is not None:
             return message_id
+        if self._sent is None:
+            self._sent = {}
         index = self._sent.get(stream, 0)
         self._sent[stream] = index + 1
         return follow_up_id(self.message_id, self._publisher, stream, index)
