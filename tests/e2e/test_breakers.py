@@ -48,6 +48,17 @@ pytestmark = pytest.mark.slow
 NOTHING_LEFT = {"pending": 0, "lag": 0, "delayed": 0, "dlq": 0, "retry": 0}
 
 
+def all_handled_nothing_left(e2e: E2E, dep: Dependency, published: list[str], stream: str,
+                             handler: str) -> None:
+    """Wait until the handler completed every published message and nothing of it is left
+    pending, unread, delayed or dead-lettered."""
+    wait_until(lambda: set(dep.recorded("handled")) == set(published), timeout=15,
+               interval=0.1, what="every message handled", details=e2e.all_logs)
+    wait_until(lambda: settled(e2e.client, stream, handler) == NOTHING_LEFT, timeout=10,
+               what="nothing pending, delayed or dead", details=lambda: str(
+                   settled(e2e.client, stream, handler)))
+
+
 def start_pool(e2e: E2E, app_path: str) -> tuple[int, int]:
     """``seawall run`` with pool ``p``'s two processes; returns their pids once both beat."""
     e2e.run(app_path)
@@ -180,11 +191,7 @@ def test_slow_calls_alone_open_the_breaker(e2e: E2E) -> None:
     # once, and none was retried or dead-lettered: every call was a first attempt.
     wait_until(lambda: state(client, stream, handler) == "closed", timeout=8,
                what="the breaker to close", details=e2e.all_logs)
-    wait_until(lambda: set(dep.recorded("handled")) == set(published), timeout=15,
-               interval=0.1, what="every message handled", details=e2e.all_logs)
-    wait_until(lambda: settled(client, stream, handler) == NOTHING_LEFT, timeout=10,
-               what="nothing pending, delayed or dead", details=lambda: str(
-                   settled(client, stream, handler)))
+    all_handled_nothing_left(e2e, dep, published, stream, handler)
     assert set(dep.recorded("handled").values()) == {1}
     log = dep.call_log()
     assert {c.attempt for c in log} == {1}
@@ -245,11 +252,7 @@ def test_a_prober_killed_in_half_open_does_not_leave_the_breaker_stuck(e2e: E2E)
     assert len(kids) == 2 and probe.pid not in kids and later[0].pid in kids
 
     # and every message is handled, none lost, nothing left pending, delayed or dead.
-    wait_until(lambda: set(dep.recorded("handled")) == set(published), timeout=15,
-               interval=0.1, what="every message handled", details=e2e.all_logs)
-    wait_until(lambda: settled(client, stream, handler) == NOTHING_LEFT, timeout=10,
-               what="nothing pending, delayed or dead", details=lambda: str(
-                   settled(client, stream, handler)))
+    all_handled_nothing_left(e2e, dep, published, stream, handler)
 
 
 def test_a_probe_running_longer_than_its_lease_keeps_it_and_no_second_probe_starts(
@@ -293,11 +296,7 @@ def test_a_probe_running_longer_than_its_lease_keeps_it_and_no_second_probe_star
     assert probes == [probe], probes
     # and when it succeeds the breaker closes and every message is handled, once.
     assert state(client, stream, handler) == "closed"
-    wait_until(lambda: set(dep.recorded("handled")) == set(published), timeout=15,
-               interval=0.1, what="every message handled", details=e2e.all_logs)
-    wait_until(lambda: settled(client, stream, handler) == NOTHING_LEFT, timeout=10,
-               what="nothing pending, delayed or dead", details=lambda: str(
-                   settled(client, stream, handler)))
+    all_handled_nothing_left(e2e, dep, published, stream, handler)
     assert set(dep.recorded("handled").values()) == {1}
 
 
@@ -446,11 +445,7 @@ def test_operators_open_and_close_a_running_fleet_within_a_batch(e2e: E2E) -> No
 
     # Every message is handled once, nothing left pending, delayed or dead.
     published = publisher.ids
-    wait_until(lambda: set(dep.recorded("handled")) == set(published), timeout=15,
-               interval=0.1, what="every message handled", details=e2e.all_logs)
-    wait_until(lambda: settled(client, stream, handler) == NOTHING_LEFT, timeout=10,
-               what="nothing pending, delayed or dead", details=lambda: str(
-                   settled(client, stream, handler)))
+    all_handled_nothing_left(e2e, dep, published, stream, handler)
     assert set(dep.recorded("handled").values()) == {1}
 
 
