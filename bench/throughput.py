@@ -184,7 +184,7 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
                BENCH_IDEMPOTENT="1" if idempotent else "0", SEAWALL_REDIS_URL=url,
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.process", "bench.bench_app:app", "bench", "0",
+        [sys.executable, "-m", "workers.runtime.process", "bench.bench_app:app", "bench", "0",
          "--log-level", "WARNING"], env=env, cwd=ROOT)
     try:
         extra = f"{keys.delayed}|{keys.retry}|{keys.group}" if fail_every else None

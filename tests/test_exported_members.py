@@ -27,9 +27,7 @@ WORKERS_ALL = {
     "HandlerError",
     "HandlerTimeout",
     "NonRetryable",
-    "Pool",
     "PoolConfig",
-    "PoolStatistics",
     "Retry",
     "SeawallError",
 }

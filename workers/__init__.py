@@ -1,5 +1,6 @@
-"""seawall's runtime: declare handlers and pools on an :class:`App`, run them with
-``seawall run module:app``."""
+"""seawall's declaration API: declare handlers and pools on an :class:`App`, run them with
+``seawall run module:app``. The process runtime lives in :mod:`workers.runtime` and is not
+imported here."""
 
 from workers.app import App
 from workers.breaker import CircuitBreaker
@@ -13,8 +14,6 @@ from workers.errors import (
     Retry,
     SeawallError,
 )
-from workers.limiter import PoolStatistics
-from workers.pool import Pool
 from workers.pool_config import PoolConfig
 
 __all__ = [
@@ -26,9 +25,7 @@ __all__ = [
     "HandlerError",
     "HandlerTimeout",
     "NonRetryable",
-    "Pool",
     "PoolConfig",
-    "PoolStatistics",
     "Retry",
     "SeawallError",
 ]

@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 from queues.keys import PROCESSES, REGISTRY, HandlerKeys
 from workers.app import App
 from workers.demo_redis import answers, free_port, redis_server_path
-from workers.pool import Pool, consumer_name
+from workers.runtime.pool import Pool, consumer_name
 
 T = TypeVar("T")
 

@@ -283,7 +283,7 @@ class E2E:
                      env: dict[str, str] | None = None) -> Proc:
         """One pool process without a supervisor (nothing restarts it)."""
         extra = {"SEAWALL_REDIS_URL": self.redis_url, **(env or {})}
-        return self._start([sys.executable, "-m", "workers.process", app_path, pool,
+        return self._start([sys.executable, "-m", "workers.runtime.process", app_path, pool,
                             str(slot), *args], f"pool-{pool}-{slot}", extra)
 
     def status(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from e2e.breaker_helpers import (
     write_breaker_app,
 )
 from e2e.support import E2E, wait_until
-from workers.gate import PROBE_LEASE_TTL
+from workers.runtime.gate import PROBE_LEASE_TTL
 
 pytestmark = pytest.mark.slow
 

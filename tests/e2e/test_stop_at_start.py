@@ -1,7 +1,7 @@
 """A pool told to stop while it is still starting (every loop in its first Redis command)
 stops at once. A single cancel is not enough there: redis-py's asyncio client can lose a
 cancellation that lands while it reads a reply, and the loop that lost it would go on
-(``workers.tasks.cancel_and_wait`` cancels again until every task is gone)."""
+(``workers.runtime.tasks.cancel_and_wait`` cancels again until every task is gone)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from queues.connection import connect
 from queues.keys import HandlerKeys
-from workers.acker import AckBatcher
+from workers.runtime.acker import AckBatcher
 from workers.demo_redis import PrivateRedis, redis_server_path
 
 pytestmark = pytest.mark.skipif(redis_server_path() is None, reason="needs redis-server")

@@ -16,7 +16,7 @@ from queues import scripts
 from queues.keys import HandlerKeys
 from workers.breaker import CircuitBreaker, Outcome
 from workers.errors import NonRetryable
-from workers.gate import BreakerGate
+from workers.runtime.gate import BreakerGate
 
 
 class Order(BaseModel):

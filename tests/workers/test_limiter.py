@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from workers.limiter import CapacityLimiter, PoolStatistics
+from workers.runtime.limiter import CapacityLimiter, PoolStatistics
 
 
 async def _settle() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from workers.tasks import cancel_and_wait
+from workers.runtime.tasks import cancel_and_wait
 
 
 async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_stops() -> None:

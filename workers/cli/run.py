@@ -11,7 +11,7 @@ from workers import logs
 from workers.cli.common import redis_url_option
 from workers.errors import ConfigError
 from workers.loader import load_app
-from workers.supervisor import Supervisor
+from workers.runtime.supervisor import Supervisor
 
 
 @click.command()

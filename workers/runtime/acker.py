@@ -16,7 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from queues import idempotency, scripts
-from workers.tasks import cancel_and_wait
+from workers.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.acker")
 

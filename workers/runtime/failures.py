@@ -23,7 +23,7 @@ from typing import Any
 from queues.dead_letters import dead_letter, dead_letter_fields
 from queues.delayed import retry_fields, schedule_retry
 from queues.envelope import Envelope
-from workers.consumer import HandlerConsumer
+from workers.runtime.consumer import HandlerConsumer
 from workers.retry import GiveUp, decide
 
 log = logging.getLogger("seawall.failures")

@@ -1,8 +1,8 @@
 """A running pool: one bulkhead inside one OS process.
 
 It owns its Redis client (its own connection pool), its concurrency limiter, its thread
-pool for sync handlers, and one :class:`~workers.consumer.HandlerConsumer` per handler.
-Stopping is two-step (see :mod:`workers.signals`): the first request stops fetching and
+pool for sync handlers, and one :class:`~workers.runtime.consumer.HandlerConsumer` per handler.
+Stopping is two-step (see :mod:`workers.runtime.signals`): the first request stops fetching and
 lets running messages finish within the grace period; the second cancels them. Messages
 fetched but not started stay pending and are recovered by the next run.
 """
@@ -26,15 +26,15 @@ from tenacity import RetryCallState, wait_exponential_jitter
 from queues import streams
 from queues.connection import connect, redact
 from queues.keys import PROCESSES
-from workers import failures, recovery
-from workers.acker import AckBatcher
+from workers.runtime import failures, recovery
+from workers.runtime.acker import AckBatcher
 from workers.app import App
-from workers.consumer import HandlerConsumer
-from workers.dispatch import Dispatcher
-from workers.limiter import CapacityLimiter, PoolStatistics
+from workers.runtime.consumer import HandlerConsumer
+from workers.runtime.dispatch import Dispatcher
+from workers.runtime.limiter import CapacityLimiter, PoolStatistics
 from workers.pool_config import PoolConfig
 from workers.registry import write_registry
-from workers.tasks import cancel_and_wait
+from workers.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.pool")
 

@@ -1,6 +1,6 @@
 """The entry point of one pool process, started by the supervisor:
 
-    python -m workers.process APP POOL SLOT [--grace S] [--concurrency N]
+    python -m workers.runtime.process APP POOL SLOT [--grace S] [--concurrency N]
 
 The Redis URL comes in ``SEAWALL_REDIS_URL`` (never on the command line, where ``ps`` would
 show its password). The process runs in its own session so that a Ctrl-C on the terminal
@@ -19,8 +19,8 @@ import sys
 from workers import logs
 from workers.errors import ConfigError
 from workers.loader import load_app
-from workers.pool import Pool, PoolCrashed
-from workers.signals import StopSignals
+from workers.runtime.pool import Pool, PoolCrashed
+from workers.runtime.signals import StopSignals
 
 
 async def _watch_parent(signals: StopSignals, parent: int) -> None:

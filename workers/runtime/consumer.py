@@ -20,13 +20,13 @@ from redis.exceptions import RedisError, ResponseError
 
 from queues import delayed, idempotency, streams
 from queues.envelope import ORIGIN_ENTRY_ID, Envelope
-from workers.acker import AckBatcher
+from workers.runtime.acker import AckBatcher
 from workers.context import Context
-from workers.dispatch import Dispatcher, WorkerSlot
+from workers.runtime.dispatch import Dispatcher, WorkerSlot
 from workers.errors import HandlerTimeout
-from workers.gate import PROBE_LEASE_TTL, BreakerGate
+from workers.runtime.gate import PROBE_LEASE_TTL, BreakerGate
 from workers.handler import HandlerFunc, HandlerSpec
-from workers.limiter import CapacityLimiter
+from workers.runtime.limiter import CapacityLimiter
 from workers.pool_config import PoolConfig
 
 log = logging.getLogger("seawall.consumer")

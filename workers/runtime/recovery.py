@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from queues import streams
 from queues.envelope import Envelope
 from queues.streams import PendingEntry
-from workers.consumer import HandlerConsumer
+from workers.runtime.consumer import HandlerConsumer
 
 log = logging.getLogger("seawall.recovery")
 

@@ -69,7 +69,7 @@ class Supervisor:
         self._forwarded = 0
 
     def _command(self, slot: Slot) -> list[str]:
-        cmd = [sys.executable, "-m", "workers.process", self.app_path, slot.pool,
+        cmd = [sys.executable, "-m", "workers.runtime.process", self.app_path, slot.pool,
                str(slot.index), "--grace", str(self.grace), "--log-level", self.log_level]
         if self.concurrency is not None:
             cmd += ["--concurrency", str(self.concurrency)]

@@ -19,10 +19,10 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from queues.envelope import Envelope
-from workers.tasks import cancel_and_wait
+from workers.runtime.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from workers.consumer import HandlerConsumer
+    from workers.runtime.consumer import HandlerConsumer
 
 log = logging.getLogger("seawall.dispatch")
 
