@@ -14,6 +14,10 @@ key                                        type    what
 ``seawall:{orders}:dlq:<handler>``         stream  dead letters of one handler
 ``seawall:{orders}:breaker:<handler>``     hash    the handler's circuit breaker, fleet-wide
 ``seawall:{orders}:done:<handler>:<id>``   string  idempotency marker: message <id> completed
+``seawall:{orders}:outbox``                stream  follow-ups committed with the ack of a message
+                                                   read from ``orders``, bound for a stream in
+                                                   another slot; relayed at once, swept if not
+``seawall:{orders}:outbox-sweep``          string  lease of the process sweeping that outbox
 ``seawall:registry``                       hash    handler name -> JSON (stream, pool, app, ...)
 ``seawall:processes``                      hash    consumer name -> JSON heartbeat (pool, pid, host,
                                                    seen_at ms); read by ``status``
@@ -85,10 +89,21 @@ class HandlerKeys:
         return f"{self._base}:done:{self.handler}:{message_id}"
 
     @property
+    def outbox(self) -> str:
+        """The outbox of the handler's stream (shared by every handler of that stream)."""
+        return outbox(self.stream)
+
+    @property
     def read_streams(self) -> tuple[str, str]:
         """The two streams a handler's consumers read: the user's and its own retry stream."""
         return (self.stream, self.retry)
 
 
-def handler_keys(stream: str, handler: str) -> HandlerKeys:
-    return HandlerKeys(stream, handler)
+def outbox(stream: str) -> str:
+    """The outbox of follow-ups committed with acks of messages read from ``stream``."""
+    return f"{PREFIX}:{{{_check_name('stream', stream)}}}:outbox"
+
+
+def outbox_sweep_lease(stream: str) -> str:
+    """Held by the one process sweeping ``stream``'s outbox, so sweepers do not race."""
+    return f"{PREFIX}:{{{_check_name('stream', stream)}}}:outbox-sweep"

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from queues import keys
-from queues.keys import PROCESSES, REGISTRY, HandlerKeys, handler_keys
+from queues.keys import PROCESSES, REGISTRY, HandlerKeys
 
 
 def _hash_tag(key: str) -> str:
@@ -80,7 +80,7 @@ def test_empty_names_are_rejected(stream: str, handler: str) -> None:
 
 
 def test_handler_keys_is_frozen_and_built_by_the_helper() -> None:
-    k = handler_keys("orders", "billing.charge")
+    k = HandlerKeys("orders", "billing.charge")
 
     assert k == HandlerKeys("orders", "billing.charge")
     with pytest.raises(dataclasses.FrozenInstanceError):
