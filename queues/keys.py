@@ -4,24 +4,33 @@ A user's stream keeps the name the user gave it (``orders``). Every key derived 
 stream carries that name as a hash tag (``{orders}``), so all of them hash to the stream's
 slot and one Lua script may touch them all, on a single Redis or on a Redis Cluster.
 
-=========================================  ======  ==============================================
-key                                        type    what
-=========================================  ======  ==============================================
-``orders``                                 stream  the user's stream; any producer may XADD to it
-``seawall:{orders}:retry:<handler>``       stream  redeliveries for one handler only (due retries,
-                                                   replays)
-``seawall:{orders}:delayed:<handler>``     zset    retries waiting for their time; score = due ms
-``seawall:{orders}:dlq:<handler>``         stream  dead letters of one handler
-``seawall:{orders}:breaker:<handler>``     hash    the handler's circuit breaker, fleet-wide
-``seawall:{orders}:done:<handler>:<id>``   string  idempotency marker: message <id> completed
-``seawall:{orders}:outbox``                stream  follow-ups committed with the ack of a message
-                                                   read from ``orders``, bound for a stream in
-                                                   another slot; relayed at once, swept if not
-``seawall:{orders}:outbox-sweep``          string  lease of the process sweeping that outbox
-``seawall:registry``                       hash    handler name -> JSON (stream, pool, app, ...)
-``seawall:processes``                      hash    consumer name -> JSON heartbeat (pool, pid, host,
-                                                   seen_at ms); read by ``status``
-=========================================  ======  ==============================================
+===========================================  ======  ==============================================
+key                                          type    what
+===========================================  ======  ==============================================
+``orders``                                   stream  the user's stream; any producer may XADD to it
+``seawall:{orders}:retry:<handler>``         stream  redeliveries for one handler only (due retries,
+                                                     replays)
+``seawall:{orders}:delayed:<handler>``       zset    retries waiting for their time; score = due ms
+``seawall:{orders}:dlq:<handler>``           stream  dead letters of one handler
+``seawall:{orders}:breaker:<handler>``       hash    the handler's circuit breaker, fleet-wide
+``seawall:{orders}:breaker-log:<handler>``   stream  the breaker's transitions (from, to, reason
+                                                     code, at ms), appended by the breaker scripts
+                                                     that change its state; capped at about 100
+``seawall:{orders}:done:<handler>:<id>``     string  idempotency marker: message <id> completed
+``seawall:{orders}:outbox``                  stream  follow-ups committed with the ack of a message
+                                                     read from ``orders``, bound for a stream in
+                                                     another slot; relayed at once, swept if not
+``seawall:{orders}:outbox-sweep``            string  lease of the process sweeping that outbox
+``seawall:registry``                         hash    handler name -> JSON (stream, pool, app, ...)
+``seawall:processes``                        hash    consumer name -> JSON heartbeat (pool, pid, host,
+                                                     seen_at ms); read by ``status``
+``seawall:outcomes``                         hash    ``<handler>\\x1f<kind>`` -> messages settled so
+                                                     (kind: ok, retry, dead_letter, fallback,
+                                                     parked, skipped); HINCRBY by the pools, read
+                                                     by ``status`` and the demo
+``seawall:restarts``                         hash    pool name -> pool processes the supervisor
+                                                     restarted after they died
+===========================================  ======  ==============================================
 
 One consumer group per handler, named after the handler, on both the user's stream and the
 handler's retry stream. Retries and replays never go back to the user's stream: that would
@@ -35,6 +44,8 @@ from dataclasses import dataclass
 PREFIX = "seawall"
 REGISTRY = f"{PREFIX}:registry"
 PROCESSES = f"{PREFIX}:processes"
+OUTCOMES = f"{PREFIX}:outcomes"
+RESTARTS = f"{PREFIX}:restarts"
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -83,6 +94,11 @@ class HandlerKeys:
     @property
     def breaker(self) -> str:
         return f"{self._base}:breaker:{self.handler}"
+
+    @property
+    def breaker_log(self) -> str:
+        """The breaker's transitions, a capped stream beside (in the slot of) its hash."""
+        return f"{self._base}:breaker-log:{self.handler}"
 
     def done(self, message_id: str) -> str:
         """Idempotency marker of one message for this handler."""

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from queues import keys
-from queues.keys import PROCESSES, REGISTRY, HandlerKeys
+from queues.keys import OUTCOMES, PROCESSES, REGISTRY, RESTARTS, HandlerKeys
 
 
 def _hash_tag(key: str) -> str:
@@ -33,6 +33,7 @@ def test_derived_keys_match_the_design_table() -> None:
     assert k.delayed == "seawall:{orders}:delayed:billing.charge"
     assert k.dlq == "seawall:{orders}:dlq:billing.charge"
     assert k.breaker == "seawall:{orders}:breaker:billing.charge"
+    assert k.breaker_log == "seawall:{orders}:breaker-log:billing.charge"
     assert k.done("m-1") == "seawall:{orders}:done:billing.charge:m-1"
     assert k.read_streams == ("orders", "seawall:{orders}:retry:billing.charge")
 
@@ -40,12 +41,14 @@ def test_derived_keys_match_the_design_table() -> None:
 def test_global_keys() -> None:
     assert REGISTRY == "seawall:registry"
     assert PROCESSES == "seawall:processes"
+    assert OUTCOMES == "seawall:outcomes"
+    assert RESTARTS == "seawall:restarts"
 
 
 def test_every_derived_key_hashes_to_the_streams_slot() -> None:
     k = HandlerKeys("shop:orders", "billing.charge")
 
-    derived = [k.retry, k.delayed, k.dlq, k.breaker, k.done("abc")]
+    derived = [k.retry, k.delayed, k.dlq, k.breaker, k.breaker_log, k.done("abc")]
 
     # The user's stream has no braces, so its whole name is hashed: the tag must equal it.
     assert _hash_tag(k.stream) == "shop:orders"
