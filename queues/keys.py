@@ -22,8 +22,8 @@ key                                          type    what
                                                      another slot; relayed at once, swept if not
 ``seawall:{orders}:outbox-sweep``            string  lease of the process sweeping that outbox
 ``seawall:registry``                         hash    handler name -> JSON (stream, pool, app, ...)
-``seawall:processes``                        hash    consumer name -> JSON heartbeat (pool, pid, host,
-                                                     seen_at ms); read by ``status``
+``seawall:processes``                        hash    consumer name -> JSON heartbeat (pool, pid,
+                                                     host, seen_at ms); read by ``status``
 ``seawall:outcomes``                         hash    ``<handler>\\x1f<kind>`` -> messages settled so
                                                      (kind: ok, retry, dead_letter, fallback,
                                                      parked, skipped); HINCRBY by the pools, read
@@ -57,6 +57,14 @@ def _check_name(kind: str, value: str) -> str:
             "name as a Redis Cluster hash tag"
         )
     return value
+
+
+def check_stream_name(stream: str) -> str:
+    """``stream`` if seawall can derive its keys (non-empty, no braces), else ValueError
+    naming the fix."""
+    if not isinstance(stream, str):
+        raise ValueError(f"a stream name must be a string, got {stream!r}")
+    return _check_name("stream", stream)
 
 
 @dataclass(frozen=True, slots=True)

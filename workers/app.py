@@ -15,11 +15,14 @@ from queues import producer
 from queues.connection import connect, connect_sync, resolve_url
 from queues.envelope import encode
 from workers.errors import ConfigError
-from workers.handler import HandlerSpec, build_spec
+from workers.handler import HandlerSpec, build_spec, check_middleware
+from workers.middleware import Middleware, Observer
 from workers.pool_config import PoolConfig
 from workers.registry import HandlerRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=Middleware)
+O = TypeVar("O", bound=Observer)
 Payload = BaseModel | Mapping[str, Any] | str | bytes
 
 
@@ -42,6 +45,10 @@ class App:
         self._sync_client_lock = threading.Lock()
         """Sync handlers publish from their pool's threads: one client for all of them."""
         self._async_clients: dict[int, aioredis.Redis] = {}
+        self.middleware_stack: list[Middleware] = []
+        """App-wide middleware, outermost first; see :mod:`workers.middleware`."""
+        self.observers: list[Observer] = []
+        """Called with every settled message in the pool processes."""
 
     # -- declaring ---------------------------------------------------------------------
 
@@ -72,6 +79,21 @@ class App:
             return func
 
         return register
+
+    def middleware(self, layer: M) -> M:
+        """Wrap every handler's calls in ``layer`` (``async def layer(call, call_next)``);
+        layers added first are outermost. Usable as a decorator."""
+        self.middleware_stack.append(check_middleware(layer, "app.middleware"))
+        return layer
+
+    def observe(self, observer: O) -> O:
+        """Call ``observer(call, outcome)`` for every message once its outcome is settled in
+        Redis (in the pool processes, on their event loop: keep it quick). Usable as a
+        decorator."""
+        if not callable(observer):
+            raise ConfigError(f"app.observe takes a function (call, outcome), got {observer!r}")
+        self.observers.append(observer)
+        return observer
 
     def handlers_of(self, pool: str) -> list[HandlerSpec]:
         return [h for h in self.handlers.values() if h.pool == pool]

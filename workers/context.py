@@ -1,19 +1,32 @@
-"""What a handler may ask about the message it is handling."""
+"""What a handler may ask about the message it is handling, and how it publishes the
+events that follow from it.
+
+``ctx.publish`` does not send anything: it stages the event on the message's call, and the
+event becomes visible when the message's ack is committed, in the same Redis script as the
+XACK. A handler that fails, times out or dies before its ack has published nothing anyone
+can see (see :mod:`workers.runtime.settle`).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from queues.envelope import Envelope, follow_up_id
-
-if TYPE_CHECKING:
-    from workers.app import App
+from queues.envelope import Envelope, encode, follow_up_id
+from queues.keys import check_stream_name
+from workers.outcome import FollowUp
 
 _log = logging.getLogger("seawall.handler")
+
+
+class FollowUpSink(Protocol):
+    """Where a context puts what its handler publishes: the message's call, which hands
+    the follow-ups to the ack that commits them."""
+
+    def stage(self, follow_up: FollowUp) -> None: ...
 
 
 class Context:
@@ -22,11 +35,11 @@ class Context:
     Built per message, so it is cheap: headers and the bound logger are made on first use.
     """
 
-    __slots__ = ("_app", "_envelope", "_logger", "_publisher", "_sent", "handler", "stream")
+    __slots__ = ("_envelope", "_logger", "_publisher", "_sent", "_sink", "handler", "stream")
 
-    def __init__(self, app: App, handler: str, stream: str, envelope: Envelope, *,
+    def __init__(self, sink: FollowUpSink, handler: str, stream: str, envelope: Envelope, *,
                  fallback: bool = False) -> None:
-        self._app = app
+        self._sink = sink
         self._envelope = envelope
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self.handler = handler
@@ -93,17 +106,16 @@ class Context:
         message_id: str | None = None,
     ) -> str:
         """Publish a follow-up message that carries this one's correlation id and names this
-        message as its cause; returns its id.
+        message as its cause; returns its id. It becomes visible on ``stream`` when this
+        message's ack is committed, and never if the handler fails.
 
         The id is the same on every attempt of this message (the n-th follow-up to a stream
-        gets the n-th id), so when a handler fails after publishing and is retried, the
-        event it publishes again is a duplicate that an idempotent handler downstream
-        (``idempotent=True``) skips. A handler whose follow-ups differ from one attempt to
-        the next passes its own ``message_id``.
+        gets the n-th id), so a follow-up relayed twice after a crash is a duplicate that an
+        idempotent handler downstream (``idempotent=True``) skips. A handler whose
+        follow-ups differ from one attempt to the next passes its own ``message_id``.
         """
-        return await self._app.apublish(
-            stream, payload, type=type, headers=headers, correlation_id=self.correlation_id,
-            causation_id=self.message_id, message_id=self._follow_up_id(stream, message_id))
+        return self.publish_sync(stream, payload, type=type, headers=headers,
+                                 message_id=message_id)
 
     def publish_sync(
         self,
@@ -114,12 +126,14 @@ class Context:
         headers: Mapping[str, str] | None = None,
         message_id: str | None = None,
     ) -> str:
-        """:meth:`publish` for a plain ``def`` handler, which runs in its pool's threads
-        where there is no event loop to await: the same ids, correlation and causation,
-        sent with the app's blocking client."""
-        return self._app.publish(
-            stream, payload, type=type, headers=headers, correlation_id=self.correlation_id,
-            causation_id=self.message_id, message_id=self._follow_up_id(stream, message_id))
+        """:meth:`publish` for a plain ``def`` handler (it runs in its pool's threads, where
+        there is nothing to await): the same staging, ids, correlation and causation."""
+        check_stream_name(stream)
+        fields = encode(payload, type=type, headers=headers,
+                        message_id=self._follow_up_id(stream, message_id),
+                        correlation_id=self.correlation_id, causation_id=self.message_id)
+        self._sink.stage(FollowUp(stream, fields))
+        return str(fields["id"])
 
     def _follow_up_id(self, stream: str, message_id: str | None) -> str:
         if message_id is not None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 from queues.keys import HandlerKeys
 from workers.breaker import CircuitBreaker
 from workers.context import Context
+from workers.middleware import Middleware
 from workers.errors import ConfigError
 from workers.options import positive, reject_unknown
 from workers.retry import RetryPolicy, make_policy
@@ -25,7 +26,7 @@ from workers.retry import RetryPolicy, make_policy
 HANDLER_OPTIONS = frozenset(
     {
         "name", "pool", "timeout", "claim_after", "max_deliveries", "stop", "wait", "retry",
-        "idempotent", "idempotency_ttl", "breaker", "fallback",
+        "idempotent", "idempotency_ttl", "breaker", "fallback", "middleware",
     }
 )
 
@@ -56,18 +57,43 @@ def _decoder_for(annotation: Any, what: str) -> tuple[Decoder, type[Any]]:
     )
 
 
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _unfilled(params: list[inspect.Parameter]) -> list[str]:
+    """Parameters that would get no value: no default, and not ``*args``/``**kwargs``."""
+    return [p.name for p in params
+            if p.default is inspect.Parameter.empty and p.kind not in _VARIADIC]
+
+
+def _takes_second_positional(params: list[inspect.Parameter]) -> bool:
+    """Whether a call with (payload, ctx) has somewhere to put ctx."""
+    rest = params[1:]
+    return bool(rest) and (rest[0].kind in _POSITIONAL
+                           or rest[0].kind is inspect.Parameter.VAR_POSITIONAL)
+
+
 def _wants_context(params: list[inspect.Parameter], hints: dict[str, Any], what: str) -> bool:
     rest = params[1:]
     if not rest:
         return False
     ctx_param = rest[0]
+    if ctx_param.kind in _VARIADIC:
+        # (payload, *args, **kwargs): a generic wrapper; give it the context if it can take it.
+        extra = _unfilled(rest[1:])
+        if extra:
+            raise ConfigError(
+                f"{what}: parameters {extra} have no value to receive; a handler takes "
+                "(payload, ctx) only; give them defaults or remove them")
+        return ctx_param.kind is inspect.Parameter.VAR_POSITIONAL
     hint = hints.get(ctx_param.name)
     if not (hint is Context or ctx_param.name == "ctx"):
         raise ConfigError(
             f"{what}: its second parameter {ctx_param.name!r} must be the context: "
             "name it `ctx` or annotate it `Context` (from workers import Context)"
         )
-    extra = [p.name for p in rest[1:] if p.default is inspect.Parameter.empty]
+    extra = _unfilled(rest[1:])
     if extra:
         raise ConfigError(
             f"{what}: parameters {extra} have no value to receive; a handler takes "
@@ -100,6 +126,8 @@ class HandlerSpec:
     """Every handler has a breaker with the defaults unless registered with breaker=None."""
     fallback: HandlerFunc | None = None
     """Called instead of the handler while its breaker is open; its success acks."""
+    middleware: tuple[Middleware, ...] = ()
+    """This handler's own middleware, outermost first (inside the app's)."""
 
 
 def _fallback(func: Any, what: str) -> HandlerFunc | None:
@@ -109,11 +137,40 @@ def _fallback(func: Any, what: str) -> HandlerFunc | None:
     if not callable(func):
         raise ConfigError(f"{what}: fallback must be a function taking the same payload")
     params = list(inspect.signature(func).parameters.values())
-    required = [p for p in params if p.default is inspect.Parameter.empty]
-    if not params or len(required) > 2:
+    takes_payload = bool(params) and (params[0].kind in _POSITIONAL
+                                      or params[0].kind is inspect.Parameter.VAR_POSITIONAL)
+    if not takes_payload or len(_unfilled(params)) > 2:
         raise ConfigError(f"{what}: fallback must take (payload) or (payload, ctx), like the "
                           "handler")
-    return HandlerFunc(func, len(params) >= 2, inspect.iscoroutinefunction(func))
+    wants_context = (_takes_second_positional(params)
+                     or params[0].kind is inspect.Parameter.VAR_POSITIONAL)
+    return HandlerFunc(func, wants_context, inspect.iscoroutinefunction(func))
+
+
+def check_middleware(layer: Any, what: str) -> Middleware:
+    """A middleware is an ``async def layer(call, call_next) -> Outcome``."""
+    func = getattr(layer, "__call__", None) if not inspect.isfunction(layer) else layer
+    if not callable(layer) or not (inspect.iscoroutinefunction(layer)
+                                   or inspect.iscoroutinefunction(func)):
+        raise ConfigError(f"{what}: middleware {layer!r} must be an `async def "
+                          "layer(call, call_next) -> Outcome` that returns "
+                          "`await call_next(call)` (or another Outcome)")
+    try:
+        inspect.signature(layer).bind(None, None)
+    except TypeError:
+        raise ConfigError(f"{what}: middleware {getattr(layer, '__qualname__', layer)!r} must "
+                          "take two parameters (call, call_next)") from None
+    return layer  # type: ignore[no-any-return]
+
+
+def _middleware(value: Any, what: str) -> tuple[Middleware, ...]:
+    if value is None:
+        return ()
+    if callable(value):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{what}: middleware= takes a list of middleware functions")
+    return tuple(check_middleware(layer, what) for layer in value)
 
 
 def default_name(func: Callable[..., Any]) -> str:
@@ -169,6 +226,7 @@ def build_spec(func: Callable[..., Any], stream: str, options: dict[str, Any]) -
     if fallback is not None and breaker is None:
         raise ConfigError(f"{what}: a fallback runs while the breaker is open; with "
                           "breaker=None it would never run. Give the handler a breaker")
+    middleware = _middleware(options.get("middleware"), what)
     return HandlerSpec(
         name=name,
         stream=stream,
@@ -185,4 +243,5 @@ def build_spec(func: Callable[..., Any], stream: str, options: dict[str, Any]) -
         idempotency_ttl=float(options.get("idempotency_ttl", 7 * 24 * 3600.0)),
         breaker=breaker,
         fallback=fallback,
+        middleware=middleware,
     )

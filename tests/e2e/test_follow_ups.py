@@ -1,17 +1,14 @@
-"""Follow-up events a handler publishes with ``ctx.publish`` get ids derived from the
-message being handled, the same on every attempt. So when a step fails after publishing
-and is retried, the event it publishes again is a duplicate by id, and an idempotent
-handler downstream runs it once; a handler that is not idempotent runs it twice (which is
-what shows the test can tell the two apart). A fallback's follow-ups get ids of their own."""
+"""Follow-up events a handler publishes with ``ctx.publish`` are committed with its ack:
+an attempt that fails has published nothing anyone can see, and the attempt that succeeds
+makes each visible exactly once. Their ids are derived from the message being handled, the
+same on every attempt; a fallback's follow-ups get ids of their own."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import pytest
 import redis.asyncio as aioredis
 from pydantic import BaseModel
-from tenacity import stop_after_attempt, wait_none
+from tenacity import stop_after_attempt, wait_fixed
 
 from e2e.failure_helpers import Lab, PoolRun, Where, where
 from queues import breaker_store
@@ -36,59 +33,73 @@ def lab_pool() -> dict[str, int]:
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
-async def test_a_step_retried_after_publishing_sends_the_same_event_id_again(
+async def test_follow_ups_of_a_failing_attempt_are_never_seen_and_the_success_sends_each_once(
         lab: Lab, aredis: aioredis.Redis, kind: str) -> None:
-    orders, payments = lab.stream("orders"), lab.stream("payments")
-    charge, reserve, audit = lab.name("charge"), lab.name("reserve"), lab.name("audit")
-    runs: Counter[str] = Counter()
-    published: list[tuple[int, str]] = []
+    orders, payments, audits = (lab.stream("orders"), lab.stream("payments"),
+                                lab.stream("audits"))
+    charge, reserve = lab.name("charge"), lab.name("reserve")
+    attempts: list[int] = []
+    published: list[tuple[int, list[str]]] = []
+    reserved: list[str] = []
 
     # Given a step (an async handler, or a plain def in the pool's threads) that publishes
-    # its event and then fails on its first attempt (as if it crashed between the two),
-    # with two handlers downstream, one idempotent,
-    policy = {"stop": stop_after_attempt(3), "wait": wait_none(), "breaker": None}
+    # two follow-ups, one to each of two streams, and then fails on its first two attempts,
+    policy = {"stop": stop_after_attempt(3), "wait": wait_fixed(0.4), "breaker": None}
     if kind == "async":
         @lab.app.handler(orders, name=charge, **policy)
         async def charge_order(order: Order, ctx: Context) -> None:
-            published.append((ctx.attempt, await ctx.publish(payments, Payment(n=order.n))))
-            if ctx.attempt == 1:
+            attempts.append(ctx.attempt)
+            ids = [await ctx.publish(payments, Payment(n=order.n)),
+                   await ctx.publish(audits, Payment(n=order.n))]
+            published.append((ctx.attempt, ids))
+            if ctx.attempt < 3:
                 raise ConnectionError("lost the connection after publishing")
     else:
         @lab.app.handler(orders, name=charge, **policy)
         def charge_order_in_a_thread(order: Order, ctx: Context) -> None:
-            published.append((ctx.attempt, ctx.publish_sync(payments, Payment(n=order.n))))
-            if ctx.attempt == 1:
+            attempts.append(ctx.attempt)
+            ids = [ctx.publish_sync(payments, Payment(n=order.n)),
+                   ctx.publish_sync(audits, Payment(n=order.n))]
+            published.append((ctx.attempt, ids))
+            if ctx.attempt < 3:
                 raise ConnectionError("lost the connection after publishing")
 
-    @lab.app.handler(payments, name=reserve, idempotent=True, breaker=None)
+    @lab.app.handler(payments, name=reserve, breaker=None)
     async def reserve_stock(payment: Payment, ctx: Context) -> None:
-        runs[reserve] += 1
+        reserved.append(ctx.message_id)
 
-    @lab.app.handler(payments, name=audit, breaker=None)
-    async def audit_payment(payment: Payment, ctx: Context) -> None:
-        runs[audit] += 1
-
-    # when an order goes through,
+    # when an order goes through, watching the target streams with a raw client,
     mid = await lab.app.apublish(orders, Order(n=1))
+    seen_before_success: list[int] = []
     async with PoolRun(lab.app) as pool:
-        await pool.until(lambda: runs[audit] == 2, within=10, what="both payment events")
-        await pool.until(lambda: runs[reserve] == 1, within=5, what="the reservation")
+        async def succeeded() -> bool:
+            if 3 not in attempts:
+                seen_before_success.append(await aredis.xlen(payments)
+                                           + await aredis.xlen(audits))
+                return False
+            return len(reserved) == 1 and await aredis.xlen(audits) == 1
+
+        await pool.until(succeeded, within=15, interval=0.02, what="the third attempt")
 
         async def settled() -> bool:
-            views = [await where(aredis, lab.keys(h)) for h in (charge, reserve, audit)]
-            return views == [Where()] * 3
+            return [await where(aredis, lab.keys(h)) for h in (charge, reserve)] == [Where()] * 2
 
         await pool.until(settled, within=5, what="every ack")
 
-    # then both attempts published an event with the same id, derived from the order,
-    expected = follow_up_id(mid, charge, payments, 0)
-    assert published == [(1, expected), (2, expected)]
-    entries = await aredis.xrange(payments)
-    assert [fields[b"id"].decode() for _, fields in entries] == [expected, expected]
-    assert {fields[b"causation_id"].decode() for _, fields in entries} == {mid}
-    assert {fields[b"correlation_id"].decode() for _, fields in entries} == {mid}
-    # and the idempotent handler ran once, the other twice; nothing is left anywhere.
-    assert runs == Counter({reserve: 1, audit: 2})
+    # then while the failing attempts ran, neither follow-up was ever visible,
+    assert attempts == [1, 2, 3]
+    assert len(seen_before_success) > 10 and set(seen_before_success) == {0}
+    # every attempt staged the same two ids, derived from the order,
+    expected = [follow_up_id(mid, charge, payments, 0), follow_up_id(mid, charge, audits, 0)]
+    assert published == [(1, expected), (2, expected), (3, expected)]
+    # and after the success each appears exactly once, naming its cause.
+    for stream, event_id in zip((payments, audits), expected, strict=True):
+        entries = await aredis.xrange(stream)
+        assert [fields[b"id"].decode() for _, fields in entries] == [event_id]
+        assert entries[0][1][b"causation_id"].decode() == mid
+        assert entries[0][1][b"correlation_id"].decode() == mid
+    assert reserved == [expected[0]]
+    assert await aredis.xlen(lab.keys(charge).outbox) == 0
 
 
 async def test_follow_up_ids_differ_by_order_stream_and_for_the_fallback(

@@ -1,21 +1,28 @@
-"""Acks leave in batches: one pipeline carries every ack that piled up while the previous
-pipeline was on the wire, so the hot path costs no Redis round trip per message.
+"""The ack pipeline: everything a pool settles goes to Redis in batches, one pipeline per
+flush, so the hot path costs no Redis round trip per message.
 
-Other per-batch bookkeeping (the breakers' outcome records) rides in the same pipeline.
-If Redis is away the pending acks are kept and sent with the next flush: at worst a message
-is delivered again, never lost.
+A flush carries, in this order: the relays of follow-ups committed by the previous flush
+(``queues.outbox``), plain XACKs (+ XDEL on retry streams), one ``commit.lua`` call per
+(stream, group) for acks that commit follow-ups or completion markers, the retry and
+dead-letter scripts, and the breakers' outcome records. Once Redis has answered, the
+observers hear of every message the flush settled. If Redis is away, everything is kept and
+sent with the next flush: at worst a message is delivered again, never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from queues import idempotency, scripts
+from queues import outbox, scripts
+from queues.commit import CommitCall, Pending, queue_commit
+from queues.outbox import Relay
+from workers.middleware import Call, Observer
+from workers.outcome import Outcome
 from workers.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.acker")
@@ -24,25 +31,33 @@ Contributor = Callable[[Any], "Callable[[Any], None] | None"]
 """Adds at most one command to a flush's pipeline; returns what to do with its reply."""
 PipelineOp = Callable[[Any], Awaitable[Any]]
 """Queues one command (usually a Lua script) on the pipeline it is given."""
+CommitKey = tuple[str, str, str, bool, int]
+"""(source stream, outbox, group, delete on ack, marker ttl)."""
 
 
 class AckBatcher:
-    __slots__ = ("_acks", "_client", "_contributors", "_deletes", "_marks", "_on_sent", "_ops",
-                 "_scripts_loaded", "_task", "_wake")
+    __slots__ = ("_acks", "_client", "_commits", "_contributors", "_deletes", "_observers",
+                 "_on_sent", "_ops", "_relays", "_scripts_loaded", "_settled", "_task",
+                 "_wake")
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, observers: Sequence[Observer] = ()) -> None:
         self._client = client
         self._acks: dict[tuple[str, str], list[str]] = {}
-        self._marks: list[tuple[str, int]] = []
-        """Idempotency markers (key, ttl s), sent ahead of the acks in the same pipeline."""
+        self._commits: dict[CommitKey, list[Pending]] = {}
+        self._relays: list[Relay] = []
         self._contributors: list[Contributor] = []
         self._ops: list[PipelineOp] = []
         self._on_sent: list[Callable[[], None]] = []
         self._deletes: set[str] = set()
         """Streams whose acked entries are also deleted: retry streams, read by one group."""
+        self._observers = tuple(observers)
+        self._settled: list[tuple[Call, Outcome]] = []
+        """Messages settled since the last flush, for the observers (only if any)."""
         self._wake = asyncio.Event()
         self._scripts_loaded = False
         self._task: asyncio.Task[None] | None = None
+
+    # -- what a settlement queues ------------------------------------------------------
 
     def ack(self, stream: str, group: str, entry_id: str) -> None:
         key = (stream, group)
@@ -53,10 +68,17 @@ class AckBatcher:
             ids.append(entry_id)
         self._wake.set()
 
-    def mark_done(self, key: str, ttl: int) -> None:
-        """SET ``key`` NX EX ``ttl`` with the next flush, ahead of its acks: call it before
-        :meth:`ack` for a message whose completion must outlive a lost ack."""
-        self._marks.append((key, ttl))
+    def commit(self, stream: str, outbox: str, group: str, pending: Pending,
+               marker_ttl: int = 1) -> None:
+        """Ack ``pending.entry_id`` together with its completion marker and follow-ups,
+        atomically (``commit.lua``), with the next flush; follow-ups bound for another slot
+        go through ``outbox`` (the user's stream's)."""
+        key = (stream, outbox, group, stream in self._deletes, marker_ttl)
+        items = self._commits.get(key)
+        if items is None:
+            self._commits[key] = [pending]
+        else:
+            items.append(pending)
         self._wake.set()
 
     def delete_on_ack(self, stream: str) -> None:
@@ -72,6 +94,15 @@ class AckBatcher:
             self._on_sent.append(on_sent)
         self._wake.set()
 
+    @property
+    def observed(self) -> bool:
+        """Whether settled messages are reported to observers (else not even kept)."""
+        return bool(self._observers)
+
+    def settled(self, call: Call, outcome: Outcome) -> None:
+        """Report ``call``'s outcome to the observers once the next flush is confirmed."""
+        self._settled.append((call, outcome))
+
     def contribute(self, step: Contributor) -> None:
         """Register ``step(pipe)``: it adds one command to each flush if it has something to
         say, and returns a callback for that command's reply (or None if it added nothing)."""
@@ -82,11 +113,15 @@ class AckBatcher:
 
     @property
     def pending(self) -> int:
-        return sum(len(v) for v in self._acks.values()) + len(self._ops) + len(self._marks)
+        return (sum(len(v) for v in self._acks.values())
+                + sum(len(v) for v in self._commits.values()) + len(self._ops)
+                + len(self._relays))
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
         return [self._task] if self._task is not None else []
+
+    # -- flushing ----------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="seawall-acker")
@@ -105,26 +140,32 @@ class AckBatcher:
     async def flush(self) -> None:
         """Send everything queued so far in one pipeline."""
         acks, self._acks = self._acks, {}
-        marks, self._marks = self._marks, []
+        commits, self._commits = self._commits, {}
+        relays, self._relays = self._relays, []
         ops, self._ops = self._ops, []
         on_sent, self._on_sent = self._on_sent, []
+        settled, self._settled = self._settled, []
         replies: list[tuple[int, Callable[[Any], None]]] = []
+        commit_calls: list[tuple[int, CommitKey, CommitCall]] = []
         results: list[Any] = []
         op_positions: list[int] = []
         try:
-            if not self._scripts_loaded and (ops or self._contributors):
+            if not self._scripts_loaded and (ops or commits or self._contributors):
                 await scripts.load_all(self._client)
                 self._scripts_loaded = True
             async with self._client.pipeline(transaction=False) as pipe:
-                by_ttl: dict[int, list[str]] = {}
-                for marker, ttl in marks:
-                    by_ttl.setdefault(ttl, []).append(marker)
-                for ttl, markers in by_ttl.items():
-                    idempotency.queue_mark_done(pipe, markers, ttl)
+                if relays:
+                    outbox.queue_relays(pipe, relays)
                 for (stream, group), ids in acks.items():
                     pipe.xack(stream, group, *ids)
                     if stream in self._deletes:
                         pipe.xdel(stream, *ids)
+                for key, items in commits.items():
+                    stream, outbox_key, group, drop, ttl = key
+                    position = len(pipe.command_stack)
+                    commit_calls.append((position, key, queue_commit(
+                        pipe, source=stream, outbox=outbox_key, group=group, items=items,
+                        drop_source=drop, marker_ttl=ttl)))
                 for op in ops:
                     op_positions.append(len(pipe.command_stack))
                     await op(pipe)
@@ -133,21 +174,26 @@ class AckBatcher:
                     callback = step(pipe)
                     if callback is not None:
                         replies.append((position, callback))
-                if acks or marks or ops or replies:
+                if pipe.command_stack:
                     results = await pipe.execute(raise_on_error=False)
         except BaseException:
-            for key, ids in acks.items():
-                self._acks.setdefault(key, []).extend(ids)
-            self._marks[:0] = marks
-            self._ops[:0] = ops
-            self._on_sent[:0] = on_sent
+            self._restore(acks, commits, relays, ops, on_sent, settled)
             raise
-        lost_scripts = [op for op, at in zip(ops, op_positions, strict=True)
-                        if scripts.is_noscript(results[at])]
-        if lost_scripts or any(scripts.is_noscript(results[at]) for at, _ in replies):
-            # Redis lost its scripts (restarted): load them again and resend those ops.
+        lost = False
+        for position, key, call in commit_calls:
+            reply = results[position]
+            if scripts.is_noscript(reply):
+                # Redis lost its scripts (restarted): nothing of this call was applied;
+                # load them again and send it again.
+                self._commits.setdefault(key, [])[:0] = call.items
+                lost = True
+            elif not isinstance(reply, Exception):
+                self._relays.extend(call.read(reply)[1])
+        lost_ops = [op for op, at in zip(ops, op_positions, strict=True)
+                    if scripts.is_noscript(results[at])]
+        if lost_ops or lost or any(scripts.is_noscript(results[at]) for at, _ in replies):
             self._scripts_loaded = False
-            self._ops[:0] = lost_scripts
+            self._ops[:0] = lost_ops
             self._wake.set()
         failed = [r for r in results if isinstance(r, Exception) and not scripts.is_noscript(r)]
         if failed:
@@ -158,14 +204,46 @@ class AckBatcher:
             sent()
         for position, reply_callback in replies:
             reply_callback(results[position])
+        if settled:
+            self._tell_observers(settled)
+        if self._relays:
+            self._wake.set()  # relay the follow-ups just committed, right away
+
+    def _restore(self, acks: dict[tuple[str, str], list[str]],
+                 commits: dict[CommitKey, list[Pending]], relays: list[Relay],
+                 ops: list[PipelineOp], on_sent: list[Callable[[], None]],
+                 settled: list[tuple[Call, Outcome]]) -> None:
+        """A flush that did not reach Redis: put everything back for the next one."""
+        for key, ids in acks.items():
+            self._acks.setdefault(key, [])[:0] = ids
+        for ckey, items in commits.items():
+            self._commits.setdefault(ckey, [])[:0] = items
+        self._relays[:0] = relays
+        self._ops[:0] = ops
+        self._on_sent[:0] = on_sent
+        self._settled[:0] = settled
+
+    def _tell_observers(self, settled: list[tuple[Call, Outcome]]) -> None:
+        for observer in self._observers:
+            try:
+                for call, outcome in settled:
+                    observer(call, outcome)
+            except Exception:
+                log.exception("an observer failed; it missed part of this batch",
+                              extra={"observer": getattr(observer, "__qualname__",
+                                                         repr(observer))})
 
     async def close(self) -> None:
-        """Stop the background flusher and send what is left (shielded from cancellation)."""
+        """Stop the background flusher and send what is left (shielded from cancellation),
+        including the relays the last commits need."""
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
         try:
-            await asyncio.shield(self.flush())
+            for _ in range(3):
+                await asyncio.shield(self.flush())
+                if not self.pending:
+                    break
         except (RedisError, OSError) as exc:
             log.warning("final ack flush failed; those messages will be delivered again",
                         extra={"error": repr(exc), "acks": self.pending})

@@ -16,26 +16,35 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from queues.envelope import Envelope
+from workers.middleware import Call
 from workers.runtime.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from workers.runtime.consumer import HandlerConsumer
 
 log = logging.getLogger("seawall.dispatch")
 
 
-class WorkerSlot:
-    """One worker task and the deadline of the message it is running (None: idle)."""
+class Runnable(Protocol):
+    """What runs a queued message: a handler's runner (``workers.runtime.runner``)."""
 
-    __slots__ = ("deadline", "task", "timed_out")
+    name: str
+    timeout: float | None
+
+    async def run(self, envelope: Envelope, worker: WorkerSlot) -> None: ...
+
+    def drop(self, envelope: Envelope) -> None: ...
+
+
+class WorkerSlot:
+    """One worker task, the message it is running (None: idle) and that one's deadline."""
+
+    __slots__ = ("call", "deadline", "task")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
         self.deadline: float | None = None
-        self.timed_out = False
+        self.call: Call | None = None
 
 
 class Dispatcher:
@@ -43,7 +52,7 @@ class Dispatcher:
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        self._queue: deque[tuple[HandlerConsumer, Envelope]] = deque()
+        self._queue: deque[tuple[Runnable, Envelope]] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         self._workers: list[WorkerSlot] = []
         self._watchdog: asyncio.Task[None] | None = None
@@ -61,11 +70,11 @@ class Dispatcher:
         if watchdog_interval is not None:
             self._watchdog = asyncio.create_task(self._watch(watchdog_interval))
 
-    def submit(self, consumer: HandlerConsumer, envelopes: list[Envelope]) -> None:
+    def submit(self, runner: Runnable, envelopes: list[Envelope]) -> None:
         """Queue messages whose slots are already taken, and wake idle workers for them."""
         queue = self._queue
         for envelope in envelopes:
-            queue.append((consumer, envelope))
+            queue.append((runner, envelope))
         idle = self._idle
         for _ in range(min(len(envelopes), len(idle))):
             waiter = idle.popleft()
@@ -81,19 +90,20 @@ class Dispatcher:
                 self._idle.append(waiter)
                 await waiter
                 continue
-            consumer, envelope = queue.popleft()
-            timeout = consumer.timeout
+            runner, envelope = queue.popleft()
+            timeout = runner.timeout
             worker.deadline = (time.monotonic() + timeout) if timeout is not None else 0.0
             try:
-                await consumer.run_one(envelope, worker)
+                await runner.run(envelope, worker)
             except Exception:
-                # run_one handles a handler's errors; this is a bug in the bookkeeping.
-                # The entry stays pending (redelivered later); the worker carries on.
+                # run() turns a handler's errors into outcomes; this is a bug in the
+                # bookkeeping. The entry stays pending (redelivered later); the worker
+                # carries on.
                 log.exception("error while finishing a message", extra={
-                    "handler": consumer.spec.name, "entry_id": envelope.entry_id})
+                    "handler": runner.name, "entry_id": envelope.entry_id})
             finally:
                 worker.deadline = None
-                worker.timed_out = False
+                worker.call = None
 
     async def _watch(self, interval: float) -> None:
         """Cancel workers whose message ran past its deadline; the message then fails with
@@ -102,18 +112,18 @@ class Dispatcher:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for worker in self._workers:
-                deadline = worker.deadline
-                if deadline and now >= deadline and not worker.timed_out and worker.task:
-                    worker.timed_out = True
+                deadline, call = worker.deadline, worker.call
+                if (deadline and now >= deadline and call is not None and not call.timed_out
+                        and worker.task):
+                    call.timed_out = True
                     worker.task.cancel()
 
     def drop_queued(self) -> int:
         """Forget messages not yet started (they stay pending in Redis); returns how many."""
         dropped = len(self._queue)
         while self._queue:
-            consumer, _ = self._queue.popleft()
-            consumer.limiter.release()
-            consumer.settle()
+            runner, envelope = self._queue.popleft()
+            runner.drop(envelope)
         return dropped
 
     async def wait_idle(self, cancel: asyncio.Event, grace: float) -> int:

@@ -17,6 +17,7 @@ attempt; with a ``fallback``, messages go to the fallback instead and are acked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -128,6 +129,12 @@ class BreakerGate:
         if not renewed and self._lease == lease:
             log.warning("probe lease lapsed while its probes ran; their outcomes will not "
                         "count as probes", extra={"handler": self.handler, "lease": lease})
+
+    async def renew_forever(self, client: Any) -> None:
+        """While this consumer's half-open probes run, keep their lease alive."""
+        while True:
+            await asyncio.sleep(self.renew_every)
+            await self.renew_lease(client)
 
     @property
     def holds_idle_lease(self) -> bool:

@@ -17,29 +17,40 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from queues import streams
+from queues import idempotency, outbox, streams
 from queues.connection import connect, redact
+from queues.envelope import Envelope
 from queues.keys import PROCESSES
-from workers.runtime import failures, recovery
-from workers.runtime.acker import AckBatcher
 from workers.app import App
-from workers.runtime.consumer import HandlerConsumer
-from workers.runtime.dispatch import Dispatcher
-from workers.runtime.limiter import CapacityLimiter, PoolStatistics
+from workers.handler import HandlerSpec
 from workers.pool_config import PoolConfig
 from workers.registry import write_registry
+from workers.runtime import recovery
+from workers.runtime.acker import AckBatcher
+from workers.runtime.consumer import HandlerConsumer
+from workers.runtime.dispatch import Dispatcher
+from workers.runtime.gate import PROBE_LEASE_TTL, BreakerGate
+from workers.runtime.inflight import InFlight
+from workers.runtime.limiter import CapacityLimiter, PoolStatistics
+from workers.runtime.retry_mover import RetryMover
+from workers.runtime.runner import Runner
+from workers.runtime.settle import Settler
+from workers.runtime.stack import build_stack
 from workers.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.pool")
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 HEARTBEAT_SECONDS = 5.0
+SWEEP_SECONDS = 2.0
+"""How often a pool looks for follow-ups a dead process left in its streams' outboxes."""
 reconnect_wait = wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2)
 """tenacity's strategy for waiting between attempts to reach Redis again."""
 
@@ -73,6 +84,8 @@ class Pool:
         self.limiter = CapacityLimiter(config.concurrency)
         self.dispatcher = Dispatcher(config.concurrency)
         self.consumers: list[HandlerConsumer] = []
+        self._movers: list[RetryMover] = []
+        self._acker: AckBatcher | None = None
         self.client: Any = None
 
     def statistics(self) -> PoolStatistics:
@@ -89,29 +102,25 @@ class Pool:
                               wait_for_connection=False)
         executor = ThreadPoolExecutor(self.config.concurrency,
                                       thread_name_prefix=f"seawall-{self.config.name}")
-        acker = AckBatcher(self.client)
-        self.consumers = [
-            HandlerConsumer(app=self.app, spec=spec, pool=self.config, client=self.client,
-                            consumer=self.consumer, limiter=self.limiter, acker=acker,
-                            executor=executor, dispatcher=self.dispatcher,
-                            on_failure=failures.on_failure)
-            for spec in self.specs
-        ]
+        acker = self._acker = AckBatcher(self.client, self.app.observers)
+        self.consumers = [self._assemble(spec, acker, executor) for spec in self.specs]
         log.info("pool starting", extra={"pool": self.config.name, "consumer": self.consumer,
                                          "handlers": [s.name for s in self.specs],
                                          "redis": redact(self.url), "pid": os.getpid()})
         acker.start()
         self.dispatcher.start(self._watchdog_interval())
         background = [
-            asyncio.create_task(self._consume(c), name=f"fetch:{c.spec.name}")
+            asyncio.create_task(self._consume(c), name=f"fetch:{c.name}")
             for c in self.consumers
         ]
-        background += [asyncio.create_task(self._with_reconnect(c.move_retries_forever, c),
-                                           name=f"retries:{c.spec.name}")
-                       for c in self.consumers]
-        background += [asyncio.create_task(self._with_reconnect(c.renew_probe_lease_forever, c),
-                                           name=f"probe-lease:{c.spec.name}")
-                       for c in self.consumers if c.gate is not None]
+        background += [asyncio.create_task(self._with_reconnect(mover.run_forever, c.name),
+                                           name=f"retries:{c.name}")
+                       for c, mover in zip(self.consumers, self._movers, strict=True)]
+        background += [asyncio.create_task(
+            self._with_reconnect(partial(c.gate.renew_forever, self.client), c.name),
+            name=f"probe-lease:{c.name}") for c in self.consumers if c.gate is not None]
+        background.append(asyncio.create_task(
+            self._with_reconnect(self._sweep_outboxes, "outbox"), name="outbox-sweeper"))
         background.append(asyncio.create_task(self._keep_fresh(), name="keep-fresh"))
         background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         try:
@@ -135,8 +144,7 @@ class Pool:
             await self.client.aclose()
             executor.shutdown(wait=False, cancel_futures=True)
             log.info("pool stopped", extra={"pool": self.config.name,
-                                            "handled": sum(c.handled for c in self.consumers),
-                                            "failed": sum(c.failed for c in self.consumers)})
+                                            "handlers": len(self.consumers)})
 
     async def _until_stopped(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
         """Wait for ``stop``. If one of the pool's own loops dies of an unexpected error, the
@@ -154,6 +162,10 @@ class Pool:
                              exc_info=task.exception())
                 raise PoolCrashed(task.get_name()) from task.exception()
 
+    async def _acker_flush(self) -> None:
+        if self._acker is not None:
+            await self._acker.flush()
+
     def _connections_needed(self) -> int:
         """The most Redis connections the pool's own client can use at once: one per
         running message (an idempotent handler's look-up of a message taken back from a
@@ -165,7 +177,7 @@ class Pool:
     def _watchdog_interval(self) -> float | None:
         """How often the watchdog looks for overrunning handlers: a tenth of the shortest
         timeout, between 50 ms and 1 s; no watchdog when no handler has a timeout."""
-        timeouts = [c.timeout for c in self.consumers if c.timeout is not None]
+        timeouts = [c.runner.timeout for c in self.consumers if c.runner.timeout is not None]
         if not timeouts:
             return None
         return max(0.05, min(1.0, min(timeouts) / 10))
@@ -182,23 +194,22 @@ class Pool:
             try:
                 if not recovered:
                     await consumer.ensure_groups()
-                    await recovery.recover_own(consumer, failures.on_poison)
+                    await recovery.recover_own(consumer, self._acker_flush)
                     recovered = True
                 await consumer.fetch(block_ms)
                 outages = 0
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + claim_every
-                    await recovery.claim_abandoned(consumer, failures.on_poison)
+                    await recovery.claim_abandoned(consumer)
             except REDIS_DOWN as exc:
                 outages += 1
                 delay = _reconnect_delay(outages)
                 log.warning("Redis unreachable; retrying", extra={
-                    "pool": self.config.name, "handler": consumer.spec.name,
+                    "pool": self.config.name, "handler": consumer.name,
                     "error": repr(exc), "retry_in": round(delay, 2), "attempt": outages})
                 await asyncio.sleep(delay)
 
-    async def _with_reconnect(self, loop: Callable[[], Awaitable[None]],
-                              consumer: HandlerConsumer) -> None:
+    async def _with_reconnect(self, loop: Callable[[], Awaitable[None]], what: str) -> None:
         """Run a background loop; while Redis is away, wait with backoff and start it again."""
         outages = 0
         while True:
@@ -208,7 +219,7 @@ class Pool:
                 outages += 1
                 delay = _reconnect_delay(outages)
                 log.warning("Redis unreachable; retrying", extra={
-                    "pool": self.config.name, "handler": consumer.spec.name,
+                    "pool": self.config.name, "loop": what,
                     "error": repr(exc), "retry_in": round(delay, 2)})
                 await asyncio.sleep(delay)
 
@@ -221,7 +232,7 @@ class Pool:
             cutoff = time.monotonic() - interval
             for c in self.consumers:
                 by_stream: dict[str, list[str]] = {}
-                for (stream, entry_id), started in list(c.in_flight.items()):
+                for (stream, entry_id), started in list(c.in_flight.running.items()):
                     if started <= cutoff:
                         by_stream.setdefault(stream, []).append(entry_id)
                 if by_stream:
@@ -229,6 +240,66 @@ class Pool:
                         await streams.keep_fresh(c.client, c.group, c.consumer, by_stream)
                     except REDIS_DOWN:
                         pass
+
+    async def _sweep_outboxes(self) -> None:
+        """Relay follow-ups that a dead process committed into an outbox and never
+        relayed (``queues.outbox``): every stream this pool reads, every few seconds."""
+        sources = sorted({c.keys.stream for c in self.consumers})
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now_ms = int(time.time() * 1000)
+            for source in sources:
+                relayed = await outbox.sweep(self.client, source, now_ms=now_ms)
+                if relayed:
+                    log.info("relayed follow-ups left in an outbox", extra={
+                        "pool": self.config.name, "stream": source, "count": relayed})
+
+    def _assemble(self, spec: HandlerSpec, acker: AckBatcher,
+                  executor: ThreadPoolExecutor) -> HandlerConsumer:
+        """One handler's parts in this process: breaker gate, retry mover, settlement,
+        middleware stack, runner and fetcher."""
+        pool = self.config
+        timeout = spec.timeout if spec.timeout is not None else pool.timeout
+        gate: BreakerGate | None = None
+        if spec.breaker is not None:
+            # A probe that ends sooner needs no renewal; a longer one renews its lease.
+            lease_ttl = (PROBE_LEASE_TTL if timeout is None
+                         else min(timeout + 5.0, PROBE_LEASE_TTL))
+            gate = BreakerGate(spec.breaker, spec.keys, spec.name, lease_ttl=lease_ttl)
+            acker.contribute(gate.contribute)
+        acker.delete_on_ack(spec.keys.retry)
+        mover = RetryMover(self.client, spec.keys)
+        self._movers.append(mover)
+        in_flight = InFlight()
+        settler = Settler(handler=spec.name, stream=spec.stream, keys=spec.keys,
+                          consumer=self.consumer, acker=acker, idempotent=spec.idempotent,
+                          marker_ttl=spec.idempotency_ttl, retry_due=mover.retry_due)
+        diverted: set[tuple[str, str]] = set()
+        done_at_fetch: dict[tuple[str, str], bool] = {}
+        client, keys = self.client, spec.keys
+
+        async def look_up_done(envelope: Envelope) -> bool:
+            [done] = await idempotency.completed(client, [keys.done(envelope.message_id)])
+            return done
+
+        stack = build_stack(spec, executor=executor, timeout=timeout,
+                            app_middleware=self.app.middleware_stack, gate=gate,
+                            diverted=diverted, done_at_fetch=done_at_fetch,
+                            look_up_done=look_up_done)
+        runner = Runner(name=spec.name, pool=pool.name, stream=spec.stream, stack=stack,
+                        settler=settler, limiter=self.limiter, in_flight=in_flight,
+                        timeout=timeout, policy=spec.retry_policy)
+        consumer = HandlerConsumer(
+            name=spec.name, keys=spec.keys, client=self.client, consumer=self.consumer,
+            batch_size=pool.batch_size, limiter=self.limiter, dispatcher=self.dispatcher,
+            runner=runner, in_flight=in_flight, gate=gate,
+            has_fallback=spec.fallback is not None, idempotent=spec.idempotent,
+            claim_after=spec.claim_after or pool.claim_after,
+            max_deliveries=spec.max_deliveries or pool.max_deliveries,
+            nudge_acker=acker.nudge)
+        consumer.diverted = diverted
+        consumer.done_at_fetch = done_at_fetch
+        return consumer
 
     async def _heartbeat(self) -> None:
         """Register handlers once, then tell ``status`` every few seconds that we are alive."""

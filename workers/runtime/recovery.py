@@ -16,17 +16,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from queues import streams
 from queues.envelope import Envelope
 from queues.streams import PendingEntry
 from workers.runtime.consumer import HandlerConsumer
+from workers.runtime.policy import poison_outcome
 
 log = logging.getLogger("seawall.recovery")
 
-PoisonHandler = Callable[[HandlerConsumer, Envelope, int], Awaitable[None]]
-
 PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Triage:
+    """How pending entries taken over are to be run (see the module's docstring)."""
+
+    poison: list[PendingEntry]
+    """Delivered ``max_deliveries`` times already: dead-lettered, not run."""
+    fresh: list[str]
+    """Delivered at most once: run together, as many at once as there are free slots."""
+    suspicious: list[PendingEntry]
+    """Delivered more than once: run one at a time, least delivered first."""
+
+
+def triage(pending: list[PendingEntry], max_deliveries: int) -> Triage:
+    """Sort pending entries by their delivery count (pure)."""
+    return Triage(
+        poison=[p for p in pending if p.deliveries >= max_deliveries],
+        fresh=[p.entry_id for p in pending if p.deliveries <= 1 < max_deliveries],
+        suspicious=sorted((p for p in pending if 1 < p.deliveries < max_deliveries),
+                          key=lambda p: p.deliveries),
+    )
 
 
 async def _entries(consumer: HandlerConsumer, stream: str, ids: list[str]) -> list[Envelope]:
@@ -34,20 +56,15 @@ async def _entries(consumer: HandlerConsumer, stream: str, ids: list[str]) -> li
     return await streams.claim(consumer.client, stream, consumer.group, consumer.consumer, ids)
 
 
-async def recover(
-    consumer: HandlerConsumer, stream: str, pending: list[PendingEntry], on_poison: PoisonHandler
-) -> int:
+async def recover(consumer: HandlerConsumer, stream: str, pending: list[PendingEntry]) -> int:
     """Run (or dead-letter) pending entries now owned by this consumer; returns how many."""
     pending = [p for p in pending if (stream, p.entry_id) not in consumer.in_flight]
-    poison = [p for p in pending if p.deliveries >= consumer.max_deliveries]
-    fresh = [p.entry_id for p in pending if p.deliveries <= 1 < consumer.max_deliveries]
-    suspicious = sorted(
-        (p for p in pending if 1 < p.deliveries < consumer.max_deliveries),
-        key=lambda p: p.deliveries,
-    )
-    for entry in poison:
+    sorted_out = triage(pending, consumer.max_deliveries)
+    fresh, suspicious = sorted_out.fresh, sorted_out.suspicious
+    for entry in sorted_out.poison:
         envelope = await streams.entry(consumer.client, stream, entry.entry_id)
-        await on_poison(consumer, envelope, entry.deliveries)
+        consumer.runner.settle_unrun(
+            envelope, poison_outcome(entry.deliveries, consumer.max_deliveries))
     while fresh:
         # Claim only as many as there are free slots, so they start at once and free
         # their slots for the next ones.
@@ -67,7 +84,7 @@ async def recover(
     return len(pending)
 
 
-async def recover_own(consumer: HandlerConsumer, on_poison: PoisonHandler) -> int:
+async def recover_own(consumer: HandlerConsumer, flush: Callable[[], Awaitable[None]]) -> int:
     """At start: everything this consumer name still holds from its previous run."""
     total = 0
     for stream in consumer.streams:
@@ -78,18 +95,18 @@ async def recover_own(consumer: HandlerConsumer, on_poison: PoisonHandler) -> in
             pending = [p for p in pending if (stream, p.entry_id) not in consumer.in_flight]
             if not pending:
                 break
-            total += await recover(consumer, stream, pending, on_poison)
+            total += await recover(consumer, stream, pending)
             # Wait for this page, and for its acks to reach Redis, before asking again, or
             # XPENDING would list it once more.
             await consumer.drain()
-            await consumer.acker.flush()
+            await flush()
     if total:
-        log.info("recovered pending entries", extra={"handler": consumer.spec.name,
+        log.info("recovered pending entries", extra={"handler": consumer.name,
                                                      "count": total})
     return total
 
 
-async def claim_abandoned(consumer: HandlerConsumer, on_poison: PoisonHandler) -> int:
+async def claim_abandoned(consumer: HandlerConsumer) -> int:
     """Take over entries idle longer than ``claim_after`` (their consumer is gone)."""
     min_idle = int(consumer.claim_after * 1000)
     total = 0
@@ -101,6 +118,6 @@ async def claim_abandoned(consumer: HandlerConsumer, on_poison: PoisonHandler) -
             continue
         pending = await streams.pending_entries(consumer.client, stream, consumer.group, ids)
         log.info("taking over abandoned entries",
-                 extra={"handler": consumer.spec.name, "stream": stream, "count": len(pending)})
-        total += await recover(consumer, stream, pending, on_poison)
+                 extra={"handler": consumer.name, "stream": stream, "count": len(pending)})
+        total += await recover(consumer, stream, pending)
     return total

@@ -1,0 +1,145 @@
+"""The one place where an :class:`~workers.outcome.Outcome` becomes Redis operations.
+
+Every operation leaves with the pool's next ack pipeline (``workers.runtime.acker``):
+
+* ``ok``: XACK; with follow-ups or a completion marker (idempotent handlers), one
+  ``commit.lua`` call that acks and writes them together;
+* ``skipped``: XACK;
+* ``fallback``: XACK, committing the fallback's follow-ups like ``ok``;
+* ``parked``: XACK + ZADD to the delayed set (``retry_later.lua``), the attempt unchanged:
+  the breaker was open, the message was not tried;
+* ``retry``: the same, with ``attempt + 1``, due when the policy said;
+* ``dead_letter``: XACK + XADD to the dead-letter stream (``dead_letter.lua``).
+
+Either way the message is in exactly one place once the pipeline lands; if it never does,
+the entry stays pending and is delivered again.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from queues.commit import Pending
+from queues.dead_letters import dead_letter, dead_letter_fields
+from queues.delayed import retry_fields, schedule_retry
+from queues.envelope import ORIGIN_ENTRY_ID, Envelope
+from queues.keys import HandlerKeys
+from workers.middleware import Call
+from workers.outcome import Kind, Outcome
+from workers.runtime.acker import AckBatcher
+
+log = logging.getLogger("seawall.settle")
+HOST = socket.gethostname()
+
+
+class Settler:
+    """Turns one handler's outcomes into operations on the ack pipeline."""
+
+    __slots__ = ("_acker", "_consumer", "_group", "_handler", "_idempotent", "_keys",
+                 "_marker_ttl", "_observed", "_retry_due", "_stream")
+
+    def __init__(self, *, handler: str, stream: str, keys: HandlerKeys, consumer: str,
+                 acker: AckBatcher, idempotent: bool, marker_ttl: float,
+                 retry_due: Callable[[int], None]) -> None:
+        self._handler = handler
+        self._stream = stream
+        self._keys = keys
+        self._group = keys.group
+        self._consumer = consumer
+        self._acker = acker
+        self._idempotent = idempotent
+        self._marker_ttl = max(1, int(marker_ttl))
+        self._retry_due = retry_due
+        """Told when a retry or a park is due, so the handler's mover looks by then."""
+        self._observed = acker.observed
+
+    def settle(self, call: Call, outcome: Outcome) -> None:
+        """Queue what ``outcome`` means for ``call``'s message; never raises."""
+        envelope = call.envelope
+        kind = outcome.kind
+        if kind is Kind.OK or kind is Kind.FALLBACK:
+            marker = (self._keys.done(envelope.message_id)
+                      if self._idempotent and kind is Kind.OK else None)
+            if marker is None and not outcome.follow_ups:
+                self._acker.ack(envelope.source, self._group, envelope.entry_id)
+            else:
+                pending = Pending(envelope.entry_id, marker,
+                                  [(f.stream, f.fields) for f in outcome.follow_ups])
+                self._acker.commit(envelope.source, self._keys.outbox, self._group, pending,
+                                   self._marker_ttl)
+        elif kind is Kind.SKIPPED:
+            self._acker.ack(envelope.source, self._group, envelope.entry_id)
+            log.info("message already completed by this handler; acked without running",
+                     extra=self._describe(envelope))
+        elif kind is Kind.RETRY or kind is Kind.PARKED:
+            self._schedule(envelope, outcome)
+        else:
+            self._dead_letter(envelope, outcome)
+        if self._observed:
+            self._acker.settled(call, outcome)
+
+    def drop(self, envelope: Envelope) -> None:
+        """Ack an entry with nothing left to run or keep (trimmed from its stream while
+        pending)."""
+        self._acker.ack(envelope.source, self._group, envelope.entry_id)
+
+    def _describe(self, envelope: Envelope) -> dict[str, Any]:
+        return {"handler": self._handler, "stream": envelope.source,
+                "entry_id": envelope.entry_id, "message_id": envelope.message_id,
+                "attempt": envelope.attempt}
+
+    def _schedule(self, envelope: Envelope, outcome: Outcome) -> None:
+        now_ms = int(time.time() * 1000)
+        due_ms = outcome.retry_at_ms if outcome.retry_at_ms is not None else now_ms
+        retried = outcome.kind is Kind.RETRY
+        fields: dict[bytes, bytes]
+        if retried:
+            first_ms = envelope.first_failed_at_ms
+            fields = retry_fields(envelope.fields, attempt=envelope.attempt + 1,
+                                  first_failed_at_ms=first_ms if first_ms is not None else now_ms,
+                                  origin_entry_id=envelope.origin_entry_id)
+        else:
+            # Parked, not failed: same attempt, and no failure time invented for it.
+            fields = dict(envelope.fields)
+            fields[ORIGIN_ENTRY_ID] = envelope.origin_entry_id.encode()
+        source, group, keys = envelope.source, self._group, self._keys
+
+        async def op(pipe: Any) -> None:
+            await schedule_retry(pipe, source_stream=source, group=group,
+                                 entry_id=envelope.entry_id, delayed_key=keys.delayed,
+                                 due_ms=due_ms, fields=fields, drop_source=source == keys.retry)
+
+        self._acker.add_op(op, on_sent=lambda: self._retry_due(due_ms))
+        if retried:
+            log.info("handler failed; retry scheduled", extra={
+                **self._describe(envelope), "error_type": outcome.error_type,
+                "error": str(outcome.error)[:500], "retry_in": round((due_ms - now_ms) / 1000, 3)})
+
+    def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
+        now_ms = int(time.time() * 1000)
+        error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
+        first = envelope.first_failed_at_ms
+        fields = dead_letter_fields(
+            envelope.fields, handler=self._handler, stream=self._stream,
+            origin_entry_id=envelope.origin_entry_id, attempts=envelope.attempt,
+            error_type=type(error).__name__, error=str(error),
+            traceback="".join(traceback.format_exception(error)),
+            first_failed_at_ms=first if first is not None else now_ms, failed_at_ms=now_ms,
+            consumer=self._consumer, host=HOST, reason=outcome.reason,
+        )
+        source, group, keys = envelope.source, self._group, self._keys
+
+        async def op(pipe: Any) -> None:
+            await dead_letter(pipe, source_stream=source, group=group,
+                              entry_id=envelope.entry_id, dlq_key=keys.dlq, fields=fields,
+                              drop_source=source == keys.retry)
+
+        self._acker.add_op(op)
+        log.error("message dead-lettered", extra={
+            **self._describe(envelope), "reason": outcome.reason,
+            "error_type": type(error).__name__, "error": str(error)[:500]})
