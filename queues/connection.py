@@ -81,9 +81,40 @@ def connect(url: str, *, max_connections: int | None = None,
     return aioredis.Redis.from_pool(pool)
 
 
-def connect_sync(url: str, *, max_connections: int | None = None) -> redis.Redis:
-    """A blocking client, for producers in synchronous code and for the CLI."""
+def connect_sync(url: str, *, max_connections: int | None = None,
+                 timeout: float | None = None) -> redis.Redis:
+    """A blocking client, for producers in synchronous code and for the CLI. ``timeout``
+    bounds connecting and every reply, in seconds, for a caller that must not hang on an
+    unreachable Redis (default: connecting takes up to 5 s, replies are awaited)."""
+    options = _options(max_connections)
+    if timeout is not None:
+        options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
-        return redis.Redis.from_url(url, **_options(max_connections))
+        return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ValueError(f"invalid Redis URL {redact(url)}: {exc}") from None
+
+
+def ping_sync(client: redis.Redis) -> None:
+    """PING; raises ``redis.RedisError`` (or ``OSError``) when Redis does not answer."""
+    client.ping()
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """True if a Redis at ``url`` answers PING within ``timeout`` seconds."""
+    try:
+        client = connect_sync(url, timeout=timeout)
+    except ValueError:
+        return False
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def server_time_ms_sync(client: redis.Redis) -> int:
+    """The Redis server's clock in ms (TIME): the clock the breaker scripts use."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000

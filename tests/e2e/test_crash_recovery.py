@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from e2e.support import E2E, ledger, listed, pending_count, status_of, wait_until
+from queues.restarts import read_restarts_sync
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +50,7 @@ def test_a_killed_pool_process_is_restarted_and_loses_nothing(e2e: E2E) -> None:
     wait_until(lambda: e2e.client.llen(handled_key) >= N // 3, timeout=30,
                what="a third of the backlog", details=run.logs)
 
+    restarts_before = read_restarts_sync(e2e.client).get("crashy", 0)
     os.kill(old_pid, signal.SIGKILL)
     in_flight = ledger(e2e.client, stream, handler).pending
     assert in_flight, "the kill must hit entries delivered and not yet acked"
@@ -58,6 +60,8 @@ def test_a_killed_pool_process_is_restarted_and_loses_nothing(e2e: E2E) -> None:
     [new_pid] = wait_until(lambda: (kids := run.children()) and kids != [old_pid] and kids,
                            timeout=15, what="the restarted pool process", details=run.logs)
     assert new_pid != old_pid
+    # (counted in Redis, where `seawall demo` reads it)
+    assert read_restarts_sync(e2e.client).get("crashy", 0) == restarts_before + 1
     # ...and every message ends up handled, with nothing pending.
     wait_until(lambda: {int(v.split(":")[0]) for v in listed(e2e.client, handled_key)}
                == set(range(N)), timeout=60, interval=0.2, what="every message handled",

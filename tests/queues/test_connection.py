@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from queues.connection import DEFAULT_URL, ENV_VAR, connect, connect_sync, redact, resolve_url
+from queues.connection import (
+    DEFAULT_URL,
+    ENV_VAR,
+    answers,
+    connect,
+    connect_sync,
+    ping_sync,
+    redact,
+    resolve_url,
+    server_time_ms_sync,
+)
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -71,3 +81,20 @@ async def test_async_client_answers_in_bytes(redis_url: str) -> None:
         assert await client.echo("x") == b"x"
     finally:
         await client.aclose()
+
+
+def test_answers_tells_a_live_redis_from_nothing_listening(redis_url: str) -> None:
+    assert answers(redis_url) is True
+    assert answers("redis://127.0.0.1:1/0", timeout=0.2) is False
+    assert answers("not a url") is False
+
+
+def test_the_server_clock_and_ping(redis_url: str) -> None:
+    import time
+
+    client = connect_sync(redis_url, timeout=2.0)
+    try:
+        ping_sync(client)
+        assert abs(server_time_ms_sync(client) - time.time() * 1000) < 60_000
+    finally:
+        client.close()

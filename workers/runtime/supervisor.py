@@ -19,13 +19,18 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from queues.connection import ENV_VAR
+import redis
+
+from queues import restarts
+from queues.connection import ENV_VAR, connect_sync
 
 log = logging.getLogger("seawall.supervisor")
 
 CONFIG_ERROR_EXIT = 2
 STABLE_AFTER = 30.0
 """A process that ran this long before dying starts its backoff afresh."""
+COUNT_TIMEOUT = 1.0
+"""Longest wait for Redis when counting a restart: the supervisor must not hang on it."""
 
 
 def restart_delay(failures: int) -> float:
@@ -67,6 +72,7 @@ class Supervisor:
         self.log_level = log_level
         self.stop_requests = 0
         self._forwarded = 0
+        self._client: redis.Redis | None = None
 
     def _command(self, slot: Slot) -> list[str]:
         cmd = [sys.executable, "-m", "workers.runtime.process", self.app_path, slot.pool,
@@ -95,6 +101,17 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
+    def _count_restart(self, slot: Slot) -> None:
+        """Count the restart in Redis (``seawall:restarts``), for ``status`` and the demo;
+        a Redis that does not answer costs the count, never the restart."""
+        try:
+            if self._client is None:
+                self._client = connect_sync(self.redis_url, timeout=COUNT_TIMEOUT)
+            restarts.count_restart_sync(self._client, slot.pool)
+        except (redis.RedisError, OSError, ValueError) as exc:
+            log.warning("could not count the restart in Redis",
+                        extra={"slot": slot.label, "error": str(exc)})
+
     def pids(self) -> dict[str, int]:
         return {s.label: s.process.pid for s in self.slots
                 if s.process is not None and s.process.poll() is None}
@@ -110,6 +127,8 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self._client is not None:
+                self._client.close()
 
     def _loop(self) -> int:
         deadline: float | None = None
@@ -152,6 +171,7 @@ class Supervisor:
                 log.error("pool process died; restarting", extra={
                     "slot": slot.label, "exit_code": code, "ran_s": round(ran, 1),
                     "restart_in": delay})
+                self._count_restart(slot)
             if stopping and alive == 0:
                 log.info("all pool processes stopped")
                 return 0
