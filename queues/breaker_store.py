@@ -17,18 +17,25 @@ Per read batch a consumer calls :func:`acquire` once, reads at most ``Grant.perm
 messages (no limit when ``None``), and reports their outcomes with
 :func:`queue_record_outcomes` on the pipeline that carries its XACKs, passing the grant's
 ``lease``, even when it read nothing: recording releases the lease.
+
+Every script that changes the state appends the transition (from, to, a reason code, the
+time) to the breaker's log (``HandlerKeys.breaker_log``, a stream capped at about 100
+entries, in the hash's slot), in the same atomic step: each transition is there exactly
+once, whichever process caused it. :func:`read_transitions_sync` reads it; :data:`REASONS`
+says each code in words.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from queues.keys import HandlerKeys
+from queues.keys import PREFIX, HandlerKeys
 from queues.scripts import LuaScript
 
 SUCCESS = 0
@@ -50,6 +57,20 @@ _ACQUIRE = LuaScript("breaker_acquire")
 _ADMIN = LuaScript("breaker_admin")
 _RENEW = LuaScript("breaker_renew")
 _LEASE = "lease:"
+
+REASONS: Mapping[str, str] = {
+    "failure_rate": "the failure rate reached its threshold",
+    "slow_call_rate": "the slow-call rate reached its threshold",
+    "open_elapsed": "open_for has passed: probes may run",
+    "probe_failed": "a probe failed",
+    "probes_slow": "too many probes were slow",
+    "probes_succeeded": "the probes succeeded",
+    "forced_open": "forced open by an operator",
+    "forced_close": "closed by an operator",
+    "reset": "reset by an operator",
+    "disabled": "disabled by an operator",
+}
+"""The reason codes the scripts write to the breaker's log, in words."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +171,23 @@ class BreakerSnapshot:
         return self.slow_calls / self.calls if self.window else 0.0
 
 
+def _keys(keys: HandlerKeys) -> list[str]:
+    """KEYS of the scripts that may change the state: the hash, then its log."""
+    return [keys.breaker, keys.breaker_log]
+
+
+@lru_cache(maxsize=1024)
+def _log_key_of(breaker_key: bytes) -> bytes:
+    """The log beside a breaker hash, for a caller that passes only the hash's key."""
+    text = breaker_key.decode()
+    opening = f"{PREFIX}:{{"
+    head, found, handler = text.partition("}:breaker:")
+    keys = HandlerKeys(head[len(opening):], handler) if found else None
+    if keys is None or keys.breaker != text:
+        raise ValueError(f"not a breaker key: {breaker_key!r}")
+    return keys.breaker_log.encode()
+
+
 def _s(raw: Any) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
@@ -199,7 +237,7 @@ async def record_outcomes(
 ) -> RecordResult:
     """Record a batch of outcome codes and make the transitions they cause; releases ``lease``."""
     args = _record_args(params, outcomes, now_ms, lease)
-    return parse_record_result(await _RECORD(client, [keys.breaker], args))
+    return parse_record_result(await _RECORD(client, _keys(keys), args))
 
 
 def queue_record_outcomes(
@@ -217,16 +255,19 @@ def queue_record_outcomes(
     :func:`parse_record_result`. It is a bare EVALSHA: the caller loads the scripts first
     (``queues.scripts.load_all``) and again if the reply is NOSCRIPT.
     """
-    _RECORD.queue(pipe, [keys.breaker], _record_args(params, outcomes, now_ms, lease))
+    _RECORD.queue(pipe, _keys(keys), _record_args(params, outcomes, now_ms, lease))
 
 
 def queue_record_codes(pipe: aioredis.client.Pipeline, breaker_key: bytes,
-                       wire_args: tuple[bytes, ...], codes: bytes, lease: str | None) -> None:
+                       wire_args: tuple[bytes, ...], codes: bytes, lease: str | None,
+                       log_key: bytes | None = None) -> None:
     """:func:`queue_record_outcomes` for the hot path: every argument already encoded
     (``BreakerParams.wire_args``, :func:`encode_outcomes`), the clock the server's. The
     script rejects a code that is not a digit 0-4, so nothing is lost by not checking here.
+    ``log_key`` is ``HandlerKeys.breaker_log`` encoded; found from ``breaker_key`` when
+    not given.
     """
-    _RECORD.queue(pipe, [breaker_key],
+    _RECORD.queue(pipe, [breaker_key, log_key or _log_key_of(breaker_key)],
                   [b"", *wire_args, lease.encode() if lease else b"", codes])
 
 
@@ -281,7 +322,7 @@ async def acquire(
     if want is not None and want < 1:
         raise ValueError("want must be >= 1 (or None for as many as are free)")
     args = [_now_arg(now_ms), *params.args(), int(lease_ttl_ms), "" if want is None else want]
-    return _parse_grant(await _ACQUIRE(client, [keys.breaker], args))
+    return _parse_grant(await _ACQUIRE(client, _keys(keys), args))
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -316,6 +357,49 @@ def read_state_sync(client: redis.Redis, keys: HandlerKeys) -> BreakerSnapshot:
     return parse_snapshot(client.hgetall(keys.breaker))
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One entry of the breaker's log."""
+
+    entry_id: str
+    from_state: str
+    to_state: str
+    reason: str
+    """A code (a key of :data:`REASONS`)."""
+    at_ms: int
+    """When, by the clock the script ran with (the Redis server's in production)."""
+
+    @property
+    def reason_text(self) -> str:
+        return REASONS.get(self.reason, self.reason)
+
+
+def parse_transitions(rows: Any) -> list[Transition]:
+    """XRANGE rows of a breaker log as :class:`Transition` s."""
+    out = []
+    for raw_id, raw_fields in rows:
+        fields = {_s(k): _s(v) for k, v in raw_fields.items()}
+        out.append(Transition(_s(raw_id), fields.get("from", "?"), fields.get("to", "?"),
+                              fields.get("reason", "?"), int(fields.get("at") or 0)))
+    return out
+
+
+def _since(since_ms: int | None) -> str:
+    return "-" if since_ms is None else str(max(0, int(since_ms)))
+
+
+def read_transitions_sync(client: redis.Redis, keys: HandlerKeys, *,
+                          since_ms: int | None = None) -> list[Transition]:
+    """The transitions still in the log (the last 100 or so), oldest first; with
+    ``since_ms``, those logged at or after that time of the Redis server's clock."""
+    return parse_transitions(client.xrange(keys.breaker_log, _since(since_ms), "+"))
+
+
+async def read_transitions(client: aioredis.Redis, keys: HandlerKeys, *,
+                           since_ms: int | None = None) -> list[Transition]:
+    return parse_transitions(await client.xrange(keys.breaker_log, _since(since_ms), "+"))
+
+
 # -- operators ---------------------------------------------------------------------------
 
 
@@ -335,43 +419,43 @@ async def force_open(client: aioredis.Redis, keys: HandlerKeys, *,
     """Open the breaker whatever its rates say; half-open after ``duration_ms``, or never
     (until :func:`force_close` or :func:`reset`) when it is ``None``."""
     args = _admin_args("force_open", now_ms, duration_ms)
-    return _parse_admin(await _ADMIN(client, [keys.breaker], args))
+    return _parse_admin(await _ADMIN(client, _keys(keys), args))
 
 
 async def force_close(client: aioredis.Redis, keys: HandlerKeys, *,
                       now_ms: int | None = None) -> AdminResult:
     """Close the breaker with an empty window."""
-    return _parse_admin(await _ADMIN(client, [keys.breaker], _admin_args("close", now_ms)))
+    return _parse_admin(await _ADMIN(client, _keys(keys), _admin_args("close", now_ms)))
 
 
 async def reset(client: aioredis.Redis, keys: HandlerKeys, *,
                 now_ms: int | None = None) -> AdminResult:
     """Forget the breaker's state and history: closed, as new."""
-    return _parse_admin(await _ADMIN(client, [keys.breaker], _admin_args("reset", now_ms)))
+    return _parse_admin(await _ADMIN(client, _keys(keys), _admin_args("reset", now_ms)))
 
 
 async def disable(client: aioredis.Redis, keys: HandlerKeys, *,
                   now_ms: int | None = None) -> AdminResult:
     """Let consumers read whatever happens, recording nothing, until closed or reset."""
-    return _parse_admin(await _ADMIN(client, [keys.breaker], _admin_args("disable", now_ms)))
+    return _parse_admin(await _ADMIN(client, _keys(keys), _admin_args("disable", now_ms)))
 
 
 def force_open_sync(client: redis.Redis, keys: HandlerKeys, *,
                     duration_ms: int | None = None, now_ms: int | None = None) -> AdminResult:
     args = _admin_args("force_open", now_ms, duration_ms)
-    return _parse_admin(_ADMIN.call_sync(client, [keys.breaker], args))
+    return _parse_admin(_ADMIN.call_sync(client, _keys(keys), args))
 
 
 def force_close_sync(client: redis.Redis, keys: HandlerKeys, *,
                      now_ms: int | None = None) -> AdminResult:
-    return _parse_admin(_ADMIN.call_sync(client, [keys.breaker], _admin_args("close", now_ms)))
+    return _parse_admin(_ADMIN.call_sync(client, _keys(keys), _admin_args("close", now_ms)))
 
 
 def reset_sync(client: redis.Redis, keys: HandlerKeys, *,
                now_ms: int | None = None) -> AdminResult:
-    return _parse_admin(_ADMIN.call_sync(client, [keys.breaker], _admin_args("reset", now_ms)))
+    return _parse_admin(_ADMIN.call_sync(client, _keys(keys), _admin_args("reset", now_ms)))
 
 
 def disable_sync(client: redis.Redis, keys: HandlerKeys, *,
                  now_ms: int | None = None) -> AdminResult:
-    return _parse_admin(_ADMIN.call_sync(client, [keys.breaker], _admin_args("disable", now_ms)))
+    return _parse_admin(_ADMIN.call_sync(client, _keys(keys), _admin_args("disable", now_ms)))

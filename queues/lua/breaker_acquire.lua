@@ -1,4 +1,5 @@
--- KEYS[1]   seawall:{<stream>}:breaker:<handler>   hash: one handler's circuit breaker
+-- KEYS[1]   seawall:{<stream>}:breaker:<handler>       hash: one handler's circuit breaker
+-- KEYS[2]   seawall:{<stream>}:breaker-log:<handler>   stream: its transitions (capped)
 -- ARGV[1]   now_ms: the caller's clock in ms, or "" for the Redis server's clock
 -- ARGV[2]   window                (unused here; every breaker script takes the same config)
 -- ARGV[3]   min_calls             (unused here)
@@ -16,10 +17,15 @@
 -- go into one new lease. The caller passes the lease id to breaker_record.lua, which releases
 -- it, even when it read nothing.
 --
+-- Each transition is appended to KEYS[2] (from, to, reason, at): open_elapsed (open or
+-- forced open -> half_open); probes_succeeded or probes_slow when a half-open breaker that
+-- already has its probes settles here (half_open_calls was lowered by a redeploy).
+--
 -- Returns {state, may_read (0/1), permits (-1 = no limit), open_until_ms (0 = none),
 --          lease id ("" = none), retry_in_ms (-1 = until an operator acts)}.
 
 local key = KEYS[1]
+local log = KEYS[2]
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -33,6 +39,11 @@ local want = tonumber(ARGV[9])
 
 local function int(x)
   return string.format('%d', x)
+end
+
+local function log_transition(from, to, reason)
+  redis.call('XADD', log, 'MAXLEN', '~', 100, '*',
+             'from', from, 'to', to, 'reason', reason, 'at', int(now))
 end
 
 local function drop_leases()
@@ -56,6 +67,7 @@ if state == 'open' or state == 'forced_open' then
   end
   drop_leases()
   redis.call('HSET', key, 'state', 'half_open', 'probe_calls', '0', 'probe_slow', '0')
+  log_transition(state, 'half_open', 'open_elapsed')
   state = 'half_open'
 end
 
@@ -86,10 +98,12 @@ if calls >= half_open_calls then
   if slow / calls >= slow_call_rate then
     redis.call('HSET', key, 'state', 'open', 'opened_at', int(now),
                'open_until', int(now + open_for), 'probe_calls', '0', 'probe_slow', '0')
+    log_transition('half_open', 'open', 'probes_slow')
     return {'open', 0, 0, now + open_for, '', open_for}
   end
   redis.call('HSET', key, 'state', 'closed', 'window', '', 'probe_calls', '0', 'probe_slow', '0')
   redis.call('HDEL', key, 'opened_at', 'open_until')
+  log_transition('half_open', 'closed', 'probes_succeeded')
   return {'closed', 1, -1, 0, '', 0}
 end
 

@@ -1,4 +1,5 @@
--- KEYS[1]   seawall:{<stream>}:breaker:<handler>   hash: one handler's circuit breaker
+-- KEYS[1]   seawall:{<stream>}:breaker:<handler>       hash: one handler's circuit breaker
+-- KEYS[2]   seawall:{<stream>}:breaker-log:<handler>   stream: its transitions (capped)
 -- ARGV[1]   now_ms: the caller's clock in ms, or "" for the Redis server's clock
 -- ARGV[2]   window: size of the count-based sliding window
 -- ARGV[3]   min_calls: calls the window needs before the rates can open the breaker
@@ -17,6 +18,10 @@
 -- the lease's permits of them; a failed probe reopens, half_open_calls good probes close (or
 -- reopen when too many were slow). Open, forced open, disabled: outcomes are ignored.
 --
+-- A transition is appended to KEYS[2] (from, to, reason, at): failure_rate or slow_call_rate
+-- (closed -> open), probe_failed or probes_slow (half_open -> open), probes_succeeded
+-- (half_open -> closed).
+--
 -- Returns {state, changed (0/1), open_until_ms (0 = none), calls, failures, slow} where the
 -- last three describe the window.
 --
@@ -24,6 +29,7 @@
 -- probe_calls, probe_slow, lease_seq, and "lease:<id>" = "<permits>:<expires_ms>" per lease.
 
 local key = KEYS[1]
+local log = KEYS[2]
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -61,6 +67,11 @@ local function drop_leases()
   end
 end
 
+local function log_transition(from, to, reason)
+  redis.call('XADD', log, 'MAXLEN', '~', 100, '*',
+             'from', from, 'to', to, 'reason', reason, 'at', int(now))
+end
+
 local function open_now()
   drop_leases()
   redis.call('HSET', key, 'state', 'open', 'opened_at', int(now),
@@ -78,7 +89,7 @@ local before = state
 
 if state == 'closed' then
   local w = redis.call('HGET', key, 'window') or ''
-  local trip = false
+  local trip = false  -- or why it trips: 'failure_rate' or 'slow_call_rate'
   local counted = string.gsub(codes, '4', '')
   if not string.find(counted, '[123]') then
     -- Plain successes only (the usual batch): they can only lower both rates, so the one
@@ -87,10 +98,12 @@ if state == 'closed' then
     if #w < min_calls and #grown >= min_calls then
       local at = string.sub(grown, 1, min_calls)
       local failures, slow = count(at)
-      if failures / #at >= failure_rate or slow / #at >= slow_call_rate then
-        trip = true
-        w = at
+      if failures / #at >= failure_rate then
+        trip = 'failure_rate'
+      elseif slow / #at >= slow_call_rate then
+        trip = 'slow_call_rate'
       end
+      if trip then w = at end
     end
     if not trip then w = string.sub(grown, -window) end
   else
@@ -102,15 +115,20 @@ if state == 'closed' then
       -- the window reaching min_calls) can trip the breaker.
       if #w >= min_calls and (c ~= '0' or #w == min_calls) then
         local failures, slow = count(w)
-        if failures / #w >= failure_rate or slow / #w >= slow_call_rate then
-          trip = true
-          break
+        if failures / #w >= failure_rate then
+          trip = 'failure_rate'
+        elseif slow / #w >= slow_call_rate then
+          trip = 'slow_call_rate'
         end
+        if trip then break end
       end
     end
   end
   redis.call('HSET', key, 'state', 'closed', 'window', w)
-  if trip then open_now() end
+  if trip then
+    open_now()
+    log_transition('closed', 'open', trip)
+  end
   if lease ~= '' then redis.call('HDEL', key, 'lease:' .. lease) end
 elseif state == 'half_open' and lease ~= '' then
   local raw = redis.call('HGET', key, 'lease:' .. lease)
@@ -126,13 +144,20 @@ elseif state == 'half_open' and lease ~= '' then
       local c = string.sub(codes, i, i)
       if c == '1' or c == '3' then
         open_now()
+        log_transition('half_open', 'open', 'probe_failed')
         settled = true
         break
       elseif c == '0' or c == '2' then
         calls = calls + 1
         if c == '2' then slow = slow + 1 end
         if calls >= half_open_calls then
-          if slow / calls >= slow_call_rate then open_now() else close_now() end
+          if slow / calls >= slow_call_rate then
+            open_now()
+            log_transition('half_open', 'open', 'probes_slow')
+          else
+            close_now()
+            log_transition('half_open', 'closed', 'probes_succeeded')
+          end
           settled = true
           break
         end

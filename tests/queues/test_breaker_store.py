@@ -7,6 +7,7 @@ the pure machine (seconds) and the scripts (ms) compute the very same instants."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Iterator
 
@@ -29,7 +30,12 @@ T0 = 1_700_000_000_000
 def keys(uid: str, sync_redis: redis.Redis) -> Iterator[HandlerKeys]:
     handler_keys = HandlerKeys(f"orders-{uid}", f"billing.charge-{uid}")
     yield handler_keys
-    sync_redis.delete(handler_keys.breaker)
+    sync_redis.delete(handler_keys.breaker, handler_keys.breaker_log)
+
+
+async def log_of(aredis: aioredis.Redis, keys: HandlerKeys) -> list[tuple[str, str, str, int]]:
+    return [(t.from_state, t.to_state, t.reason, t.at_ms)
+            for t in await store.read_transitions(aredis, keys)]
 
 
 async def test_a_new_breaker_is_closed_and_lets_everyone_read(
@@ -121,6 +127,75 @@ async def test_half_open_probe_success_closes_and_failure_reopens(
                                          lease=grant.lease)
     assert (result.state, result.changed, result.calls) == ("closed", True, 0)
     assert (await store.read_state(aredis, keys)).leases == ()
+
+
+async def test_a_trip_and_a_close_each_leave_one_entry_in_the_breakers_log(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    # Given a breaker that trips at two failures of two calls
+    params = CircuitBreaker(window=2, min_calls=2, open_for=30.0, half_open_calls=1).params()
+    # when failures trip it, it is logged once, with the rate that tripped it,
+    await store.record_outcomes(aredis, keys, params, [F, F], T0)
+    await store.record_outcomes(aredis, keys, params, [F, F], T0 + 1)  # open: no change
+    assert await log_of(aredis, keys) == [("closed", "open", "failure_rate", T0)]
+    # and once open_for has passed and a probe succeeds, the two steps to closed follow.
+    grant = await store.acquire(aredis, keys, params, T0 + 30_000, lease_ttl_ms=5000)
+    await store.acquire(aredis, keys, params, T0 + 30_001, lease_ttl_ms=5000)  # no change
+    await store.record_outcomes(aredis, keys, params, [S], T0 + 30_500, lease=grant.lease)
+    assert await log_of(aredis, keys) == [
+        ("closed", "open", "failure_rate", T0),
+        ("open", "half_open", "open_elapsed", T0 + 30_000),
+        ("half_open", "closed", "probes_succeeded", T0 + 30_500),
+    ]
+    transitions = await store.read_transitions(aredis, keys)
+    assert [t.reason_text for t in transitions] == [
+        "the failure rate reached its threshold", "open_for has passed: probes may run",
+        "the probes succeeded"]
+    # Reading from a time on (entry ids are the server's clock) leaves out older entries.
+    later = int(transitions[-1].entry_id.split("-")[0]) + 1
+    assert await store.read_transitions(aredis, keys, since_ms=later) == []
+
+
+async def test_slow_calls_failed_probes_and_operators_are_logged_with_their_reason(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    params = CircuitBreaker(window=2, min_calls=2, slow_call_rate=0.5, open_for=1.0,
+                            half_open_calls=2).params()
+    await store.record_outcomes(aredis, keys, params, [SS, S], T0)
+    grant = await store.acquire(aredis, keys, params, T0 + 1000, lease_ttl_ms=5000)
+    await store.record_outcomes(aredis, keys, params, [F], T0 + 1100, lease=grant.lease)
+    grant = await store.acquire(aredis, keys, params, T0 + 2100, lease_ttl_ms=5000)
+    await store.record_outcomes(aredis, keys, params, [SS, SS], T0 + 2200, lease=grant.lease)
+    await store.force_open(aredis, keys, now_ms=T0 + 3000)
+    await store.force_open(aredis, keys, now_ms=T0 + 3001)  # already forced open: no entry
+    await store.disable(aredis, keys, now_ms=T0 + 4000)
+    await store.force_close(aredis, keys, now_ms=T0 + 5000)
+    await store.force_close(aredis, keys, now_ms=T0 + 5001)  # already closed: no entry
+    await store.force_open(aredis, keys, now_ms=T0 + 6000)
+    await store.reset(aredis, keys, now_ms=T0 + 7000)
+    assert [entry[:3] for entry in await log_of(aredis, keys)] == [
+        ("closed", "open", "slow_call_rate"),
+        ("open", "half_open", "open_elapsed"),
+        ("half_open", "open", "probe_failed"),
+        ("open", "half_open", "open_elapsed"),
+        ("half_open", "open", "probes_slow"),
+        ("open", "forced_open", "forced_open"),
+        ("forced_open", "disabled", "disabled"),
+        ("disabled", "closed", "forced_close"),
+        ("closed", "forced_open", "forced_open"),
+        ("forced_open", "closed", "reset"),
+    ]
+    assert {t.reason for t in await store.read_transitions(aredis, keys)} <= set(store.REASONS)
+
+
+async def test_the_hot_path_logs_beside_the_breaker_key_it_is_given(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    wire = CircuitBreaker(window=2, min_calls=2).params().wire_args()
+    async with aredis.pipeline(transaction=False) as pipe:
+        store.queue_record_codes(pipe, keys.breaker.encode(), wire, b"11", None)
+        await pipe.execute()
+    assert [entry[:3] for entry in await log_of(aredis, keys)] == [
+        ("closed", "open", "failure_rate")]
+    with pytest.raises(ValueError, match="not a breaker key"):
+        store.queue_record_codes(pipe, keys.dlq.encode(), wire, b"1", None)
 
 
 async def test_stragglers_without_a_lease_are_not_probes(
@@ -256,6 +331,11 @@ def _random_config(rng: random.Random) -> CircuitBreaker:
     )
 
 
+def _id(transition: store.Transition) -> tuple[int, int]:
+    ms, _, seq = transition.entry_id.partition("-")
+    return int(ms), int(seq)
+
+
 @pytest.mark.parametrize("seed", range(8))
 async def test_lua_and_pure_machine_agree_on_random_histories(
         aredis: aioredis.Redis, keys: HandlerKeys, seed: int) -> None:
@@ -265,7 +345,9 @@ async def test_lua_and_pure_machine_agree_on_random_histories(
     state = BreakerState()
     now_ms = T0
     leases: list[str] = []
+    seen: tuple[int, int] = (0, 0)
     for step in range(250):
+        before = state.state
         now_ms += rng.choice([0, 125, 250, 500, 1000, 2000])
         now = now_ms / 1000
         roll = rng.random()
@@ -316,6 +398,15 @@ async def test_lua_and_pure_machine_agree_on_random_histories(
                 await store.disable(aredis, keys, now_ms=now_ms)
         snapshot = await store.read_state(aredis, keys)
         assert b.state_from_snapshot(snapshot) == state, f"step {step}"
+        # Every change of state left its transitions in the log, chained from the state
+        # before the call to the state after it; a call that changed nothing left none.
+        # (The log is capped: read what came after the last entry seen.)
+        new = [t for t in await store.read_transitions(aredis, keys) if _id(t) > seen]
+        seen = _id(new[-1]) if new else seen
+        chain = [before] + [t.to_state for t in new]
+        assert [t.from_state for t in new] == chain[:-1], f"step {step}"
+        assert chain[-1] == state.state, f"step {step}"
+        assert all(a != z for a, z in itertools.pairwise(chain)), f"step {step}"
 
 
 async def test_a_redeploy_lowering_half_open_calls_settles_at_the_next_acquire(

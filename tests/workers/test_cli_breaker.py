@@ -28,7 +28,8 @@ def handler(uid: str, sync_redis: redis.Redis) -> Iterator[HandlerRecord]:
     sync_redis.hset(REGISTRY, mapping={r.name: r.to_json() for r in (record, bare)})
     yield record
     sync_redis.hdel(REGISTRY, record.name, bare.name)
-    sync_redis.delete(record.keys.breaker, bare.keys.breaker)
+    sync_redis.delete(record.keys.breaker, bare.keys.breaker, record.keys.breaker_log,
+                      bare.keys.breaker_log)
 
 
 def run(redis_url: str, *args: str) -> Result:

@@ -31,7 +31,7 @@ class InsufficientFunds(Exception):
 def keys(uid: str, sync_redis: redis.Redis) -> Iterator[HandlerKeys]:
     handler_keys = HandlerKeys(f"orders-{uid}", f"billing.charge-{uid}")
     yield handler_keys
-    sync_redis.delete(handler_keys.breaker)
+    sync_redis.delete(handler_keys.breaker, handler_keys.breaker_log)
 
 
 async def _flush(aredis: aioredis.Redis, gate: BreakerGate) -> bool:
