@@ -7,7 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from queues.keys import REGISTRY, HandlerKeys
+from queues import registry_store
+from queues.keys import HandlerKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +52,12 @@ def parse_registry(raw: dict[Any, Any]) -> dict[str, HandlerRecord]:
 
 
 def read_registry_sync(client: Any) -> dict[str, HandlerRecord]:
-    return parse_registry(client.hgetall(REGISTRY))
+    return parse_registry(registry_store.read_handlers_sync(client))
 
 
 async def read_registry(client: Any) -> dict[str, HandlerRecord]:
-    return parse_registry(await client.hgetall(REGISTRY))
+    return parse_registry(await registry_store.read_handlers(client))
 
 
 async def write_registry(client: Any, records: list[HandlerRecord]) -> None:
-    if records:
-        await client.hset(REGISTRY, mapping=registry_mapping(records))
+    await registry_store.write_handlers(client, registry_mapping(records))

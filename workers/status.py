@@ -1,16 +1,18 @@
 """What ``seawall status`` reports, gathered from Redis alone (no app import needed):
-per handler its stream, pool, group, lag, pending, consumers, delayed retries and dead
-letters; per pool the processes whose heartbeat is recent."""
+per handler its stream, pool, group, lag, pending, consumers, delayed retries, dead
+letters and how its messages were settled (the outcome counts); per pool the processes
+whose heartbeat is recent."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from queues import outcome_counts
+from queues.backlog import handler_backlog_sync
 from queues.breaker_store import read_state_sync
-from queues.keys import PROCESSES
+from queues.registry_store import read_heartbeats_sync
 from workers.registry import HandlerRecord, read_registry_sync
 
 ALIVE_WITHIN_MS = 15_000
@@ -30,6 +32,9 @@ class HandlerStatus:
     delayed: int
     dead_letters: int
     breaker: str | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    """Messages settled so far, by kind (every kind of ``queues.outcome_counts.KINDS``,
+    0 when never counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,46 +55,26 @@ class StatusReport:
                 "pools": [asdict(p) for p in self.pools]}
 
 
-def _group_info(client: Any, stream: str, group: str) -> dict[str, Any] | None:
-    try:
-        groups = client.xinfo_groups(stream)
-    except Exception:
-        return None
-    for info in groups:
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            return dict(info)
-    return None
-
-
-def handler_status(client: Any, record: HandlerRecord, breaker: str | None = None
-                   ) -> HandlerStatus:
+def handler_status(client: Any, record: HandlerRecord, breaker: str | None = None,
+                   outcomes: dict[str, int] | None = None) -> HandlerStatus:
     keys = record.keys
-    main = _group_info(client, record.stream, keys.group) or {}
-    retry = _group_info(client, keys.retry, keys.group) or {}
-    with client.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.delayed)
-        pipe.xlen(keys.dlq)
-        delayed, dead = pipe.execute()
-    lag = main.get("lag")
+    backlog = handler_backlog_sync(client, keys)
+    main = backlog.group
     return HandlerStatus(
         name=record.name, stream=record.stream, pool=record.pool, app=record.app,
-        group=keys.group, lag=None if lag is None else int(lag),
-        pending=int(main.get("pending", 0)),
-        consumers=int(main.get("consumers", 0)),
-        retry_pending=int(retry.get("pending", 0)) + int(retry.get("lag") or 0),
-        delayed=int(delayed), dead_letters=int(dead), breaker=breaker,
+        group=keys.group, lag=None if main is None else main.lag,
+        pending=0 if main is None else main.pending,
+        consumers=0 if main is None else main.consumers,
+        retry_pending=backlog.retry_pending, delayed=backlog.delayed,
+        dead_letters=backlog.dead_letters, breaker=breaker,
+        outcomes={kind: (outcomes or {}).get(kind, 0) for kind in outcome_counts.KINDS},
     )
 
 
 def pool_statuses(client: Any, now_ms: int | None = None) -> list[PoolStatus]:
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     by_pool: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for raw in client.hvals(PROCESSES):
-        try:
-            beat = json.loads(raw)
-        except ValueError:
-            continue
+    for beat in read_heartbeats_sync(client).values():
         beat["alive"] = now_ms - int(beat.get("seen_at", 0)) <= ALIVE_WITHIN_MS
         by_pool.setdefault((beat.get("app", "?"), beat.get("pool", "?")), []).append(beat)
     return [
@@ -112,5 +97,7 @@ def breaker_state(client: Any, record: HandlerRecord) -> str | None:
 
 def collect(client: Any) -> StatusReport:
     records = read_registry_sync(client)
-    handlers = [handler_status(client, r, breaker_state(client, r)) for r in records.values()]
+    counts = outcome_counts.read_sync(client)
+    handlers = [handler_status(client, r, breaker_state(client, r), counts.get(r.name))
+                for r in records.values()]
     return StatusReport(handlers, pool_statuses(client))

@@ -14,14 +14,10 @@ import click
 import redis
 
 from queues import breaker_store as store
+from queues.connection import server_time_ms_sync
 from workers.cli.common import find_handler, load_handlers, redis_url_option, sync_client
 from workers.cli.table import render_table
 from workers.registry import HandlerRecord
-
-
-def _server_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def _row(record: HandlerRecord, snap: store.BreakerSnapshot | None, now_ms: int) -> dict[str, Any]:
@@ -67,7 +63,7 @@ def list_(as_json: bool, redis_url: str | None) -> None:
     and how long until an open breaker lets probes through."""
     client = sync_client(redis_url)
     try:
-        now_ms = _server_ms(client)
+        now_ms = server_time_ms_sync(client)
         rows = []
         for record in load_handlers(client).values():
             snap = None

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import click
 import redis
 
-from queues.connection import connect_sync, redact, resolve_url
+from queues.connection import connect_sync, ping_sync, redact, resolve_url
 from workers.registry import HandlerRecord, read_registry_sync
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,7 +28,7 @@ def sync_client(redis_url: str | None, app_url: str | None = None) -> redis.Redi
     url = resolve_url(redis_url, app_url)
     try:
         client = connect_sync(url)
-        client.ping()
+        ping_sync(client)
     except (redis.RedisError, OSError, ValueError) as exc:
         raise click.ClickException(f"cannot reach Redis at {redact(url)}: {exc}") from None
     return client

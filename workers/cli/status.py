@@ -9,7 +9,19 @@ import click
 
 from workers.cli.common import redis_url_option, sync_client
 from workers.cli.table import render_table
-from workers.status import StatusReport, collect
+from workers.status import HandlerStatus, StatusReport, collect
+
+MAIN_OUTCOMES = ("ok", "retry", "dead_letter")
+"""The kinds of settled outcome in the table's last column, as ``ok/retry/dead``; the
+others follow it when there are any (``+12 parked``)."""
+
+
+def settled(status: HandlerStatus) -> str:
+    """The outcome counts as one cell: ``812/4/2``, or ``812/4/2 +37 parked``."""
+    counts = status.outcomes
+    cell = "/".join(str(counts.get(kind, 0)) for kind in MAIN_OUTCOMES)
+    extras = [f"+{n} {kind}" for kind, n in counts.items() if n and kind not in MAIN_OUTCOMES]
+    return " ".join([cell, *extras])
 
 
 def render(report: StatusReport) -> str:
@@ -17,9 +29,9 @@ def render(report: StatusReport) -> str:
         return "no handlers registered yet: start an app with `seawall run module:app`"
     rows = [[h.name, h.stream, h.pool, "-" if h.lag is None else str(h.lag), str(h.pending),
              str(h.retry_pending), str(h.delayed), str(h.dead_letters), str(h.consumers),
-             h.breaker or "-"] for h in report.handlers]
+             h.breaker or "-", settled(h)] for h in report.handlers]
     out = render_table(["handler", "stream", "pool", "lag", "pending", "retrying", "delayed",
-                        "dead", "consumers", "breaker"], rows)
+                        "dead", "consumers", "breaker", "settled ok/retry/dead"], rows)
     pool_rows = [[p.app, p.name, str(p.alive), str(len(p.processes))] for p in report.pools]
     if pool_rows:
         out += "\n\n" + render_table(["app", "pool", "alive", "known processes"], pool_rows)
@@ -32,7 +44,8 @@ def render(report: StatusReport) -> str:
               help="Refresh every SECONDS until interrupted.")
 @redis_url_option
 def status(as_json: bool, watch: float | None, redis_url: str | None) -> None:
-    """Per handler: stream, pool, group lag, pending, retries, dead letters; per pool: processes."""
+    """Per handler: stream, pool, group lag, pending, retries, dead letters, and how many
+    messages were settled (ok / retried / dead-lettered); per pool: processes."""
     client = sync_client(redis_url)
     while True:
         report = collect(client)
