@@ -29,15 +29,6 @@ CORRELATION_ID = b"correlation_id"
 FIRST_FAILED_AT = b"first_failed_at"
 ORIGIN_ENTRY_ID = b"origin_entry_id"
 
-#: Fields seawall itself interprets; everything else is a header passed on untouched.
-KNOWN_FIELDS = frozenset(
-    {
-        b"payload", b"id", b"type", b"published_at", b"attempt", b"correlation_id",
-        b"causation_id", b"traceparent", b"first_failed_at", b"origin_entry_id",
-    }
-)
-
-
 class EnvelopeError(ValueError):
     """An entry that cannot be a message (no ``payload``); it goes to the dead letters."""
 

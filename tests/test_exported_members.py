@@ -20,7 +20,6 @@ import pytest
 
 WORKERS_ALL = {
     "App",
-    "BreakerOpen",
     "CircuitBreaker",
     "ConfigError",
     "Context",
@@ -66,8 +65,6 @@ PROBE = textwrap.dedent("""
                               for n in ("NonRetryable", "Retry", "HandlerTimeout")),
         "handler_error": issubclass(e["HandlerError"], e["SeawallError"]),
         "timeout": issubclass(e["HandlerTimeout"], TimeoutError),
-        "breaker_open": issubclass(e["BreakerOpen"], e["SeawallError"])
-                        and not issubclass(e["BreakerOpen"], e["HandlerError"]),
     }
     print(json.dumps(out))
 """)
@@ -112,7 +109,7 @@ def test_every_exported_name_is_importable_from_the_package(exported: dict[str, 
 
 def test_the_exceptions_form_the_documented_tree(exported: dict[str, Any]) -> None:
     assert exported["tree"] == dict.fromkeys(
-        ("config", "handler_errors", "handler_error", "timeout", "breaker_open"), True)
+        ("config", "handler_errors", "handler_error", "timeout"), True)
 
 
 def test_importing_the_packages_emits_no_warnings(tmp_path: Path) -> None:

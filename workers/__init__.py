@@ -6,7 +6,6 @@ from workers.app import App
 from workers.breaker import CircuitBreaker
 from workers.context import Context
 from workers.errors import (
-    BreakerOpen,
     ConfigError,
     HandlerError,
     HandlerTimeout,
@@ -18,7 +17,6 @@ from workers.pool_config import PoolConfig
 
 __all__ = [
     "App",
-    "BreakerOpen",
     "CircuitBreaker",
     "ConfigError",
     "Context",

@@ -4,11 +4,13 @@
 
     SeawallError
     ├── ConfigError          the app is declared wrongly; raised when it is built, naming the fix
-    ├── HandlerError         raised by (or on behalf of) a handler to steer what happens next
-    │   ├── NonRetryable     fail for good now: straight to the dead letters
-    │   ├── Retry            try again after ``delay`` seconds (overrides the policy's wait)
-    │   └── HandlerTimeout   the handler ran past its pool's or its own timeout (retried)
-    └── BreakerOpen          the handler's circuit breaker is open; the message waits
+    └── HandlerError         raised by (or on behalf of) a handler to steer what happens next
+        ├── NonRetryable     fail for good now: straight to the dead letters
+        ├── Retry            try again after ``delay`` seconds (overrides the policy's wait)
+        └── HandlerTimeout   the handler ran past its pool's or its own timeout (retried)
+
+An open circuit breaker raises nothing: the handler's consumers stop reading, and messages
+already read are parked or go to the fallback.
 """
 
 from __future__ import annotations
@@ -42,12 +44,3 @@ class Retry(HandlerError):
 
 class HandlerTimeout(HandlerError, TimeoutError):
     """The handler did not finish within its timeout; counted as a failure and retried."""
-
-
-class BreakerOpen(SeawallError):
-    """The handler's circuit breaker is open: the message goes back to wait, unattempted."""
-
-    def __init__(self, handler: str, retry_in: float) -> None:
-        super().__init__(f"circuit breaker of {handler!r} is open; retry in {retry_in:.1f}s")
-        self.handler = handler
-        self.retry_in = retry_in
