@@ -36,7 +36,7 @@ CommitKey = tuple[str, str, str, bool, int]
 
 
 class AckBatcher:
-    __slots__ = ("_acks", "_client", "_commits", "_contributors", "_deletes", "_observers",
+    __slots__ = ("_acks", "_client", "_commits", "_contributors", "_deletes", "_flushing", "_observers",
                  "_on_sent", "_ops", "_relays", "_scripts_loaded", "_settled", "_task",
                  "_wake")
 
@@ -54,6 +54,7 @@ class AckBatcher:
         self._settled: list[tuple[Call, Outcome]] = []
         """Messages settled since the last flush, for the observers (only if any)."""
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._scripts_loaded = False
         self._task: asyncio.Task[None] | None = None
 
@@ -138,7 +139,12 @@ class AckBatcher:
                 self._wake.set()
 
     async def flush(self) -> None:
-        """Send everything queued so far in one pipeline."""
+        """Send everything queued so far in one pipeline. Flushes take turns: when this
+        returns, whatever was queued before the call has reached Redis (or failed)."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         acks, self._acks = self._acks, {}
         commits, self._commits = self._commits, {}
         relays, self._relays = self._relays, []
