@@ -59,28 +59,22 @@ async def read_group(
     *,
     count: int,
     block_ms: int | None,
-    history: bool = False,
 ) -> list[Envelope]:
-    """One XREADGROUP over ``streams``: new entries (``>``), or with ``history`` this
-    consumer's own pending ones (``0``), which is how a restarted consumer recovers at once."""
-    start = "0" if history else ">"
+    """One XREADGROUP of new entries (``>``) over ``streams``."""
     reply = await client.xreadgroup(
-        group, consumer, dict.fromkeys(streams, start), count=count, block=block_ms
+        group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
     )
     return parse_read_reply(reply)
 
 
-def queue_acks(pipe: Any, group: str, acks: dict[str, list[str]]) -> None:
-    """Add one XACK per stream to ``pipe`` (the caller executes it with its other commands)."""
-    for stream, ids in acks.items():
-        if ids:
-            pipe.xack(stream, group, *ids)
-
-
-async def ack(client: aioredis.Redis, group: str, acks: dict[str, list[str]]) -> None:
-    async with client.pipeline(transaction=False) as pipe:
-        queue_acks(pipe, group, acks)
-        await pipe.execute()
+def queue_ack(pipe: Any, stream: str, group: str, ids: Sequence[str], *,
+              delete: bool = False) -> None:
+    """Add the XACK of ``ids`` (and their XDEL, for a stream only this group reads: a
+    handler's retry stream) to ``pipe``; the caller executes it with its other commands."""
+    if ids:
+        pipe.xack(stream, group, *ids)
+        if delete:
+            pipe.xdel(stream, *ids)
 
 
 async def keep_fresh(
@@ -93,32 +87,6 @@ async def keep_fresh(
             if ids:
                 pipe.xclaim(stream, group, consumer, 0, list[Any](ids), justid=True)
         await pipe.execute()
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    entries: list[Envelope]
-    deleted: list[str]
-    """Ids of pending entries whose data was trimmed away; nothing is left to handle."""
-
-
-async def autoclaim(
-    client: aioredis.Redis,
-    stream: str,
-    group: str,
-    consumer: str,
-    *,
-    min_idle_ms: int,
-    count: int,
-) -> Claimed:
-    """Take over entries idle longer than ``min_idle_ms`` (their consumer is presumed dead)."""
-    reply = await client.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
-    entries_raw = reply[1] if len(reply) > 1 else []
-    deleted_raw = reply[2] if len(reply) > 2 else []
-    entries = [
-        Envelope(stream, _s(eid), fields) for eid, fields in entries_raw if fields is not None
-    ]
-    return Claimed(entries, [_s(d) for d in deleted_raw])
 
 
 async def claim(

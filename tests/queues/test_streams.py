@@ -10,12 +10,12 @@ import redis.asyncio as aioredis
 
 from queues.keys import HandlerKeys
 from queues.streams import (
-    ack,
-    autoclaim,
+    autoclaim_ids,
     claim,
     ensure_group,
     keep_fresh,
     pending_of,
+    queue_ack,
     read_group,
 )
 
@@ -68,12 +68,12 @@ async def test_read_group_reads_both_streams_at_once(
 
     assert {(e.source, e.entry_id, e.message_id) for e in got} == {
         (keys.stream, a, "m1"), (keys.retry, b, "m2")}
-    # Nothing new is left; this consumer's own history still lists both.
+    # Nothing new is left; both are this consumer's pending entries.
     assert await read_group(aredis, keys.group, "c1", keys.read_streams, count=10,
                             block_ms=None) == []
-    history = await read_group(aredis, keys.group, "c1", keys.read_streams, count=10,
-                               block_ms=None, history=True)
-    assert {e.entry_id for e in history} == {a, b}
+    pending = [p.entry_id for s in keys.read_streams
+               for p in await pending_of(aredis, s, keys.group, consumer="c1")]
+    assert set(pending) == {a, b}
 
 
 async def test_read_group_blocks_until_something_arrives(
@@ -94,7 +94,7 @@ async def test_read_group_blocks_until_something_arrives(
     assert [e.entry_id for e in got] == [eid]
 
 
-async def test_ack_acks_every_stream_in_one_pipeline(
+async def test_queue_ack_acks_and_deletes_retry_entries_in_one_pipeline(
     aredis: aioredis.Redis, keys: HandlerKeys
 ) -> None:
     for stream in keys.read_streams:
@@ -103,11 +103,16 @@ async def test_ack_acks_every_stream_in_one_pipeline(
     retry_id = (await aredis.xadd(keys.retry, {"payload": "{}"})).decode()
     await read_group(aredis, keys.group, "c1", keys.read_streams, count=10, block_ms=None)
 
-    await ack(aredis, keys.group, {keys.stream: main_ids[:2], keys.retry: [retry_id]})
+    async with aredis.pipeline(transaction=False) as pipe:
+        queue_ack(pipe, keys.stream, keys.group, main_ids[:2])
+        queue_ack(pipe, keys.retry, keys.group, [retry_id], delete=True)
+        queue_ack(pipe, keys.retry, keys.group, [])  # nothing to do: nothing queued
+        await pipe.execute()
 
     assert list(await _deliveries(aredis, keys.stream, keys.group)) == [main_ids[2]]
     assert await _deliveries(aredis, keys.retry, keys.group) == {}
-    await ack(aredis, keys.group, {keys.stream: [], keys.retry: []})  # nothing to do: fine
+    assert await aredis.xlen(keys.stream) == 3
+    assert await aredis.xlen(keys.retry) == 0
 
 
 async def test_keep_fresh_resets_idle_without_counting_a_delivery(
@@ -127,11 +132,12 @@ async def test_keep_fresh_resets_idle_without_counting_a_delivery(
     assert after.deliveries == before.deliveries == 1
     assert after.consumer == "c1"
     # And so another consumer's XAUTOCLAIM with the same threshold leaves it alone.
-    taken = await autoclaim(aredis, keys.stream, keys.group, "c2", min_idle_ms=250, count=10)
-    assert taken.entries == []
+    taken = await autoclaim_ids(aredis, keys.stream, keys.group, "c2", min_idle_ms=250,
+                                count=10)
+    assert taken == []
 
 
-async def test_autoclaim_takes_idle_entries_only(
+async def test_autoclaim_ids_takes_idle_entries_only_without_counting_a_delivery(
     aredis: aioredis.Redis, keys: HandlerKeys
 ) -> None:
     await ensure_group(aredis, keys.stream, keys.group)
@@ -141,28 +147,13 @@ async def test_autoclaim_takes_idle_entries_only(
     young = (await aredis.xadd(keys.stream, {"payload": '{"n":2}'})).decode()
     await read_group(aredis, keys.group, "alive", [keys.stream], count=1, block_ms=None)
 
-    taken = await autoclaim(aredis, keys.stream, keys.group, "c2", min_idle_ms=250, count=10)
+    taken = await autoclaim_ids(aredis, keys.stream, keys.group, "c2", min_idle_ms=250,
+                                count=10)
 
-    assert [(e.source, e.entry_id, e.payload) for e in taken.entries] == [
-        (keys.stream, old, b'{"n":1}')]
-    assert taken.deleted == []
+    assert taken == [old]
     owners = {r.entry_id: (r.consumer, r.deliveries)
               for r in await pending_of(aredis, keys.stream, keys.group)}
-    assert owners == {old: ("c2", 2), young: ("alive", 1)}
-
-
-async def test_autoclaim_reports_entries_trimmed_away(
-    aredis: aioredis.Redis, keys: HandlerKeys
-) -> None:
-    await ensure_group(aredis, keys.stream, keys.group)
-    eid = (await aredis.xadd(keys.stream, {"payload": "{}"})).decode()
-    await read_group(aredis, keys.group, "dead", [keys.stream], count=1, block_ms=None)
-    await aredis.xdel(keys.stream, eid)
-
-    taken = await autoclaim(aredis, keys.stream, keys.group, "c2", min_idle_ms=0, count=10)
-
-    assert taken.entries == []
-    assert taken.deleted == [eid]
+    assert owners == {old: ("c2", 1), young: ("alive", 1)}
 
 
 async def test_claim_takes_named_entries_whatever_their_idle_time(

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from queues import outbox, scripts
+from queues import outbox, scripts, streams
 from queues.commit import CommitCall, Pending, queue_commit
 from queues.outbox import Relay
 from workers.middleware import Call, Observer
@@ -36,9 +36,9 @@ CommitKey = tuple[str, str, str, bool, int]
 
 
 class AckBatcher:
-    __slots__ = ("_acks", "_client", "_commits", "_contributors", "_deletes", "_flushing", "_observers",
-                 "_on_sent", "_ops", "_relays", "_scripts_loaded", "_settled", "_task",
-                 "_wake")
+    __slots__ = ("_acks", "_client", "_commits", "_contributors", "_deletes", "_flushing",
+                 "_observers", "_on_sent", "_ops", "_relays", "_scripts_loaded", "_settled",
+                 "_task", "_wake")
 
     def __init__(self, client: Any, observers: Sequence[Observer] = ()) -> None:
         self._client = client
@@ -163,9 +163,7 @@ class AckBatcher:
                 if relays:
                     outbox.queue_relays(pipe, relays)
                 for (stream, group), ids in acks.items():
-                    pipe.xack(stream, group, *ids)
-                    if stream in self._deletes:
-                        pipe.xdel(stream, *ids)
+                    streams.queue_ack(pipe, stream, group, ids, delete=stream in self._deletes)
                 for key, items in commits.items():
                     stream, outbox_key, group, drop, ttl = key
                     position = len(pipe.command_stack)

@@ -10,7 +10,6 @@ fetched but not started stay pending and are recovered by the next run.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -24,10 +23,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from queues import idempotency, outbox, streams
+from queues import idempotency, outbox, registry_store, streams
 from queues.connection import connect, redact
 from queues.envelope import Envelope
-from queues.keys import PROCESSES
 from workers.app import App
 from workers.handler import HandlerSpec
 from workers.pool_config import PoolConfig
@@ -35,6 +33,7 @@ from workers.registry import write_registry
 from workers.runtime import recovery
 from workers.runtime.acker import AckBatcher
 from workers.runtime.consumer import HandlerConsumer
+from workers.runtime.counts import OutcomeCounter
 from workers.runtime.dispatch import Dispatcher
 from workers.runtime.gate import PROBE_LEASE_TTL, BreakerGate
 from workers.runtime.inflight import InFlight
@@ -86,6 +85,8 @@ class Pool:
         self.consumers: list[HandlerConsumer] = []
         self._movers: list[RetryMover] = []
         self._acker: AckBatcher | None = None
+        self.counter = OutcomeCounter()
+        """Settled outcomes per handler and kind, sent to Redis for ``status``."""
         self.client: Any = None
 
     def statistics(self) -> PoolStatistics:
@@ -102,7 +103,7 @@ class Pool:
                               wait_for_connection=False)
         executor = ThreadPoolExecutor(self.config.concurrency,
                                       thread_name_prefix=f"seawall-{self.config.name}")
-        acker = self._acker = AckBatcher(self.client, self.app.observers)
+        acker = self._acker = AckBatcher(self.client, [self.counter, *self.app.observers])
         self.consumers = [self._assemble(spec, acker, executor) for spec in self.specs]
         log.info("pool starting", extra={"pool": self.config.name, "consumer": self.consumer,
                                          "handlers": [s.name for s in self.specs],
@@ -121,6 +122,9 @@ class Pool:
             name=f"probe-lease:{c.name}") for c in self.consumers if c.gate is not None]
         background.append(asyncio.create_task(
             self._with_reconnect(self._sweep_outboxes, "outbox"), name="outbox-sweeper"))
+        background.append(asyncio.create_task(
+            self._with_reconnect(partial(self.counter.flush_forever, self.client), "counts"),
+            name="outcome-counts"))
         background.append(asyncio.create_task(self._keep_fresh(), name="keep-fresh"))
         background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         try:
@@ -138,7 +142,11 @@ class Pool:
             await cancel_and_wait(background)
             await acker.close()
             try:
-                await self.client.hdel(PROCESSES, self.consumer)
+                await self.counter.flush(self.client)
+            except REDIS_DOWN:
+                pass
+            try:
+                await registry_store.remove_heartbeat(self.client, self.consumer)
             except REDIS_DOWN:
                 pass
             await self.client.aclose()
@@ -309,10 +317,10 @@ class Pool:
                 if not registered:
                     await write_registry(self.client, self.app.records_of(self.config.name))
                     registered = True
-                await self.client.hset(PROCESSES, self.consumer, json.dumps({
+                await registry_store.write_heartbeat(self.client, self.consumer, {
                     "app": self.app.name, "pool": self.config.name, "pid": os.getpid(),
                     "host": socket.gethostname(), "slot": self.slot,
-                    "seen_at": int(time.time() * 1000), **self._stats_json()}))
+                    "seen_at": int(time.time() * 1000), **self._stats_json()})
             except REDIS_DOWN:
                 pass
             await asyncio.sleep(HEARTBEAT_SECONDS)
