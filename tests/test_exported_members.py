@@ -20,12 +20,15 @@ import pytest
 
 WORKERS_ALL = {
     "App",
+    "Call",
     "CircuitBreaker",
     "ConfigError",
     "Context",
     "HandlerError",
     "HandlerTimeout",
+    "Next",
     "NonRetryable",
+    "Outcome",
     "PoolConfig",
     "Retry",
     "SeawallError",

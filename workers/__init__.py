@@ -13,16 +13,21 @@ from workers.errors import (
     Retry,
     SeawallError,
 )
+from workers.middleware import Call, Next
+from workers.outcome import Outcome
 from workers.pool_config import PoolConfig
 
 __all__ = [
     "App",
+    "Call",
     "CircuitBreaker",
     "ConfigError",
     "Context",
     "HandlerError",
     "HandlerTimeout",
+    "Next",
     "NonRetryable",
+    "Outcome",
     "PoolConfig",
     "Retry",
     "SeawallError",

@@ -28,7 +28,7 @@ With no observer registered nothing is done per message.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from queues.envelope import Envelope
 from workers.outcome import NO_FOLLOW_UPS, FollowUp, Outcome
@@ -100,8 +100,12 @@ class Call:
                 f"attempt={self.attempt})")
 
 
-Next: TypeAlias = Callable[[Call], Awaitable[Outcome]]
-"""The rest of the stack, inside this layer."""
+class Next(Protocol):
+    """The rest of the stack, inside this layer: ``await call_next(call)``."""
+
+    def __call__(self, call: Call, /) -> Awaitable[Outcome]: ...
+
+
 Middleware: TypeAlias = Callable[[Call, Next], Awaitable[Outcome]]
 """``async def layer(call, call_next) -> Outcome``."""
 Observer: TypeAlias = Callable[[Call, Outcome], None]

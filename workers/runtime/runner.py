@@ -10,8 +10,8 @@ from typing import Protocol
 from queues.envelope import Envelope
 from workers.middleware import Call, Next
 from workers.outcome import Outcome
-from workers.runtime.inflight import InFlight
 from workers.retry import RetryPolicy
+from workers.runtime.inflight import InFlight
 from workers.runtime.limiter import CapacityLimiter
 from workers.runtime.policy import failure_outcome
 from workers.runtime.settle import Settler
