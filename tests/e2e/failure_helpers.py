@@ -23,9 +23,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from queues.connection import answers
 from queues.keys import PROCESSES, REGISTRY, HandlerKeys
 from workers.app import App
-from workers.demo_redis import answers, free_port, redis_server_path
+from workers.cli.private_redis import free_port, redis_server_path
 from workers.runtime.pool import Pool, consumer_name
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from workers.demo_redis import PrivateRedis, free_port, redis_server_path
+from workers.cli.private_redis import PrivateRedis, free_port, redis_server_path
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,18 +34,24 @@ def run_demo(*args: str, timeout: float = 60.0,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def summary_rows(stdout: str) -> dict[str, list[str]]:
-    """The summary table printed after ``published N orders``: handler -> its cells."""
+SUMMARY = ["HANDLER", "POOL", "HANDLED", "RETRIES", "FALLBACKS", "PARKED", "DEAD", "LETTERS",
+           "PENDING", "DELAYED"]
+"""The summary table's header, split at spaces ("DEAD LETTERS" is one column)."""
+
+
+def summary_rows(stdout: str) -> dict[str, dict[str, int]]:
+    """The summary table printed after ``published N orders``: handler -> column -> count."""
     lines = stdout.splitlines()
     start = max(i for i, line in enumerate(lines) if line.startswith("published "))
-    header = lines[start + 1].split()
-    assert header[:3] == ["HANDLER", "POOL", "HANDLED"], stdout
+    assert lines[start + 1].split() == SUMMARY, stdout
+    columns = ["pool", "handled", "retries", "fallbacks", "parked", "dead letters", "pending",
+               "delayed"]
     rows = {}
     for line in lines[start + 2:]:
         cells = line.split()
-        if len(cells) != 7:  # "DEAD LETTERS" is one column of two words in the header
+        if len(cells) != len(columns) + 1:
             break
-        rows[cells[0]] = cells
+        rows[cells[0]] = {c: int(v) for c, v in zip(columns[1:], cells[2:], strict=True)}
     return rows
 
 
@@ -91,11 +97,13 @@ def test_the_demo_rides_out_a_payment_outage_and_accounts_for_every_order(
                          "email.confirm"}
     published = int(out.split("published ")[-1].split()[0])
     billing = rows["billing.charge"]
-    charged, dead = int(billing[2]), int(billing[4])
+    charged, dead = billing["handled"], billing["dead letters"]
     assert charged + dead == published, out
-    assert int(rows["email.confirm"][2]) == published, out
+    assert billing["fallbacks"] == 0, out  # billing.charge has no fallback
+    assert rows["email.confirm"]["handled"] == published, out
     for name, cells in rows.items():
-        assert (cells[5], cells[6]) == ("0", "0"), f"{name} left messages behind:\n{out}"
+        assert (cells["pending"], cells["delayed"]) == (0, 0), (
+            f"{name} left messages behind:\n{out}")
     dead_line = [line for line in out.splitlines() if line.startswith("dead letters by error")]
     if dead:
         assert dead_line == [f"dead letters by error: billing.charge CardDeclined x{dead}"], out

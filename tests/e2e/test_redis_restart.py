@@ -20,7 +20,7 @@ import redis
 from e2e.failure_helpers import DurableRedis
 from e2e.support import E2E, alive, counts, ledger, pending_count, wait_until
 from workers.app import App
-from workers.demo_redis import redis_server_path
+from workers.cli.private_redis import redis_server_path
 
 pytestmark = [
     pytest.mark.slow,

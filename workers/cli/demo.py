@@ -7,19 +7,23 @@ for ``--outage-for`` seconds, ``--outage-at`` seconds in, so that ``billing.char
 circuit breaker opens (orders wait in the stream, nothing is dead-lettered) and closes
 again once the provider is back. After ``--duration`` it stops the producer, gives the
 backlog up to ``--drain`` seconds, stops the workers the way a deployment is stopped
-(SIGTERM, then the grace period) and prints a summary, with every breaker transition the
-workers logged. If no Redis answers and ``redis-server`` is installed, it runs a private
-one for the demo's lifetime.
+(SIGTERM, then the grace period) and prints a summary. Everything in it is read from Redis,
+as differences between the demo's start and its end, never from the workers' logs: the
+outcome counts the pools keep (``queues.outcome_counts``), the dead letters
+(``queues.dead_letters``), every breaker's transition log (``queues.breaker_store``) and
+the supervisor's restart counts (``queues.restarts``). If no Redis answers and
+``redis-server`` is installed, it runs a private one for the demo's lifetime.
 
 The app and the producer are loaded by name, like ``seawall run`` loads any app, so the
-framework never imports the example.
+framework never imports the example. The shop is not installed with the framework: the
+demo runs it from a source checkout (the directory above the ``workers`` package), which
+it puts on the path of its own imports and of the workers it starts.
 """
 
 from __future__ import annotations
 
-import calendar
+import asyncio
 import importlib
-import json
 import os
 import signal
 import subprocess
@@ -27,23 +31,25 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 import click
 import redis
 
-from queues.connection import ENV_VAR, connect_sync, redact
+import workers
+from queues import breaker_store, outcome_counts, restarts
+from queues.connection import ENV_VAR, answers, connect, connect_sync, redact, server_time_ms_sync
+from queues.dead_letters import count_by_error_type
 from workers.app import App
 from workers.cli.common import redis_url_option
+from workers.cli.private_redis import PrivateRedis, die_with_parent, redis_server_path
 from workers.cli.status import render
 from workers.cli.table import render_table
-from workers.demo_redis import PrivateRedis, answers, die_with_parent, redis_server_path
 from workers.errors import ConfigError
 from workers.loader import load_app
 from workers.status import StatusReport, collect
@@ -55,7 +61,37 @@ OUTAGE_START_VAR = "SHOP_PAYMENT_OUTAGE_START"
 OUTAGE_SECONDS_VAR = "SHOP_PAYMENT_OUTAGE_SECONDS"
 """How the shop's pretend payment provider (``examples/shop/provider.py``) learns when to
 be down: a Unix time and a length, so that every pool process agrees without asking."""
-BREAKER_CHANGED = "circuit breaker state changed"
+SUMMARY_KINDS = (outcome_counts.OK, outcome_counts.RETRY, outcome_counts.FALLBACK,
+                 outcome_counts.PARKED, outcome_counts.DEAD_LETTER)
+"""The summary's columns of settled outcomes: handled, retries, fallbacks, parked, dead
+letters."""
+
+
+def source_root() -> Path:
+    """The checkout holding ``workers/`` and ``examples/``: the directory above the
+    installed ``workers`` package (an editable install points into the clone)."""
+    return Path(workers.__file__).resolve().parent.parent
+
+
+def _shop_root() -> Path:
+    """The source checkout to run the shop from; exit 1 when the shop is not there (seawall
+    was installed from a wheel or an sdist, which do not carry the example)."""
+    root = source_root()
+    if not (root / "examples" / "shop" / "app.py").is_file():
+        raise click.ClickException(
+            "`seawall demo` runs the example shop from a source checkout, and there is no "
+            f"examples/shop/ beside the installed workers package (in {root}). Clone the "
+            "repository and install it from there: `pip install -e .` in the clone.")
+    return root
+
+
+def _on_path(root: Path) -> dict[str, str]:
+    """Put ``root`` first on this process's import path; the PYTHONPATH that gives the
+    workers the same."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    inherited = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join([str(root), *([inherited] if inherited else [])])}
 
 
 class _Producer(Protocol):
@@ -101,7 +137,17 @@ class _Run:
     outage_for: float = 0.0
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
-    dead_at_start: dict[str, int] = field(default_factory=dict)
+    started_ms: int = 0
+    """The Redis server's clock at the start: the clock of dead-letter ids and of breaker
+    transitions."""
+    outcomes_at_start: dict[str, dict[str, int]] = field(default_factory=dict)
+    restarts_at_start: dict[str, int] = field(default_factory=dict)
+
+    def mark_start(self) -> None:
+        """Note the counts the summary subtracts (they only grow, across runs)."""
+        self.started_ms = server_time_ms_sync(self.client)
+        self.outcomes_at_start = outcome_counts.read_sync(self.client)
+        self.restarts_at_start = restarts.read_restarts_sync(self.client)
 
     def outage_env(self) -> dict[str, str]:
         if not self.outage_for:
@@ -125,8 +171,48 @@ class _Run:
         return StatusReport([h for h in report.handlers if h.app == self.app.name],
                             [p for p in report.pools if p.app == self.app.name])
 
-    def dead_letters(self) -> dict[str, int]:
-        return {r.name: int(self.client.xlen(r.keys.dlq)) for r in self.app.records()}
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per handler, how many messages were settled so since the start, by kind."""
+        now = outcome_counts.read_sync(self.client)
+        out: dict[str, dict[str, int]] = {}
+        for record in self.app.records():
+            end, start = now.get(record.name, {}), self.outcomes_at_start.get(record.name, {})
+            out[record.name] = {kind: end.get(kind, 0) - start.get(kind, 0)
+                                for kind in outcome_counts.KINDS}
+        return out
+
+    def pool_restarts(self) -> dict[str, int]:
+        """Pool restarts since the start, by pool (pools never restarted left out)."""
+        now = restarts.read_restarts_sync(self.client)
+        out = {pool: n - self.restarts_at_start.get(pool, 0) for pool, n in now.items()
+               if pool in self.app.pools}
+        return {pool: n for pool, n in out.items() if n > 0}
+
+    def transitions(self) -> list[tuple[str, breaker_store.Transition]]:
+        """Every breaker transition since the start, oldest first, with its handler."""
+        found = [(record.name, t) for record in self.app.records()
+                 if record.breaker is not None
+                 for t in breaker_store.read_transitions_sync(self.client, record.keys,
+                                                              since_ms=self.started_ms)]
+        return sorted(found, key=lambda pair: (pair[1].at_ms, pair[1].entry_id))
+
+    def dead_by_error(self) -> dict[tuple[str, str], int]:
+        """Dead letters since the start, by handler and error type, read from the
+        dead-letter streams."""
+
+        async def count() -> dict[tuple[str, str], int]:
+            client = connect(self.url)
+            try:
+                out: dict[tuple[str, str], int] = {}
+                for record in self.app.records():
+                    by_type = await count_by_error_type(client, dlq_key=record.keys.dlq,
+                                                        since_ms=self.started_ms)
+                    out.update({(record.name, error): n for error, n in by_type.items()})
+                return out
+            finally:
+                await client.aclose()
+
+        return asyncio.run(count())
 
 
 def _backlog(report: StatusReport) -> int:
@@ -153,97 +239,45 @@ def _frame(run: _Run, producer: _Producer, phase: str) -> None:
     click.echo(table)
 
 
-def _worker_events(log_path: Path) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return events
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
-
-
-def _seconds_into(run: _Run, ts: object) -> float | None:
-    """A log line's ``ts`` (UTC, ms) as seconds since the demo started."""
-    if not isinstance(ts, str):
-        return None
-    try:
-        whole, _, rest = ts.rstrip("Z").partition(".")
-        at = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(rest or 0) / 1000
-    except ValueError:
-        return None
-    return at - run.started_wall
-
-
-def breaker_transitions(run: _Run, events: list[dict[str, Any]]) -> list[str]:
-    """One line per breaker transition the workers logged. Every process of a pool logs
-    the change it hears; the same change heard again by another process is shown once."""
-    lines: list[str] = []
-    last: dict[str, tuple[object, object]] = {}
-    for event in events:
-        if event.get("msg") != BREAKER_CHANGED:
-            continue
-        handler = str(event.get("handler"))
-        change = (event.get("from"), event.get("to"))
-        if last.get(handler) == change:
-            continue
-        last[handler] = change
-        at = _seconds_into(run, event.get("ts"))
-        when = "" if at is None else f"{at:5.1f}s  "
-        reason = event.get("reason")
-        because = f" ({reason})" if reason else ""
-        lines.append(f"  {when}{handler}: {change[0]} -> {change[1]}{because}")
+def breaker_transitions(run: _Run) -> list[str]:
+    """One line per breaker transition since the demo started, from the breakers' logs in
+    Redis (each transition is there once, whichever process caused it)."""
+    lines = []
+    for handler, t in run.transitions():
+        at = (t.at_ms - run.started_ms) / 1000
+        lines.append(f"  {at:5.1f}s  {handler}: {t.from_state} -> {t.to_state} "
+                     f"({t.reason_text})")
     return lines
 
 
-def _summary(run: _Run, producer: _Producer, log_path: Path) -> str:
-    events = _worker_events(log_path)
-    handled_by_pool: Counter[str] = Counter()
-    retries: Counter[str] = Counter()
-    restarts: Counter[str] = Counter()
-    dead_by_error: Counter[tuple[str, str]] = Counter()
-    for event in events:
-        msg = event.get("msg")
-        if msg == "pool stopped":
-            handled_by_pool[str(event.get("pool"))] += int(event.get("handled") or 0)
-        elif msg == "handler failed; retry scheduled":
-            retries[str(event.get("handler"))] += 1
-        elif msg == "pool process died; restarting":
-            restarts[str(event.get("slot"))] += 1
-        elif msg == "message dead-lettered":
-            dead_by_error[(str(event.get("handler")), str(event.get("error_type")))] += 1
+def _summary(run: _Run, producer: _Producer) -> str:
     try:
         report = run.shop_report()
-        dead_now = run.dead_letters()
-    except redis.RedisError as exc:
+        settled = run.outcomes()
+        dead_by_error = run.dead_by_error()
+        transitions = breaker_transitions(run)
+        restarted = run.pool_restarts()
+    except (redis.RedisError, OSError) as exc:
         return f"summary unavailable: Redis stopped answering ({exc})"
     status = {h.name: h for h in report.handlers}
     rows = []
     for record in run.app.records():
         h = status.get(record.name)
-        alone = len(run.app.handlers_of(record.pool)) == 1
-        handled = str(handled_by_pool[record.pool]) if alone else "-"
         left = "-" if h is None else str((h.lag or 0) + h.pending + h.retry_pending)
-        rows.append([record.name, record.pool, handled, str(retries[record.name]),
-                     str(dead_now[record.name] - run.dead_at_start.get(record.name, 0)), left,
-                     "-" if h is None else str(h.delayed)])
+        counts = settled[record.name]
+        rows.append([record.name, record.pool, *(str(counts[kind]) for kind in SUMMARY_KINDS),
+                     left, "-" if h is None else str(h.delayed)])
     elapsed = time.monotonic() - run.started
     lines = [
         f"published {producer.published} orders to 'orders' in {elapsed:.1f}s",
-        render_table(["handler", "pool", "handled", "retries", "dead letters", "pending",
-                      "delayed"], rows),
+        render_table(["handler", "pool", "handled", "retries", "fallbacks", "parked",
+                      "dead letters", "pending", "delayed"], rows),
+        "retries: retries scheduled; parked: put back to wait while the breaker was open;",
         "pending: left unread or unacked for the next run; delayed: retries not yet due",
     ]
     if dead_by_error:
         lines.append("dead letters by error: " + ", ".join(
             f"{handler} {error} x{n}" for (handler, error), n in sorted(dead_by_error.items())))
-    transitions = breaker_transitions(run, events)
     heading = "circuit breaker transitions:" if transitions else "no breaker changed state"
     if run.outage_for:
         end = run.outage_at + run.outage_for
@@ -251,8 +285,9 @@ def _summary(run: _Run, producer: _Producer, log_path: Path) -> str:
     if run.outage_for or transitions:
         lines.append(heading)
     lines.extend(transitions)
-    if restarts:
-        lines.append("pool restarts: " + ", ".join(f"{s} x{n}" for s, n in restarts.items()))
+    if restarted:
+        lines.append("pool restarts: " + ", ".join(
+            f"{pool} x{n}" for pool, n in sorted(restarted.items())))
     if producer.errors:
         lines.append(f"the producer could not reach Redis {producer.errors} time(s)")
     return "\n".join(lines)
@@ -315,6 +350,7 @@ def demo(duration: float, rate: float, drain: float, grace: float, outage_at: fl
          outage_for: float, redis_url: str | None) -> None:
     """Run the example shop (every pool, and a producer) with a live status table; its
     payment provider goes down for a while, to show the circuit breaker at work."""
+    shop_path = _on_path(_shop_root())
     try:
         app = load_app(SHOP)
     except ConfigError as exc:
@@ -328,8 +364,8 @@ def demo(duration: float, rate: float, drain: float, grace: float, outage_at: fl
     try:
         with _catching(stops), connect_sync(url) as client:
             run = _Run(app, url, client, rate, duration, outage_at, outage_for)
-            run.dead_at_start = run.dead_letters()
-            code = _run_demo(run, stops, log_path, drain, grace)
+            run.mark_start()
+            code = _run_demo(run, stops, log_path, drain, grace, shop_path)
     finally:
         app.close()
         if private is not None:
@@ -338,8 +374,9 @@ def demo(duration: float, rate: float, drain: float, grace: float, outage_at: fl
     sys.exit(code)
 
 
-def _run_demo(run: _Run, stops: _Stops, log_path: Path, drain: float, grace: float) -> int:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **run.outage_env())
+def _run_demo(run: _Run, stops: _Stops, log_path: Path, drain: float, grace: float,
+              shop_path: dict[str, str]) -> int:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **shop_path, **run.outage_env())
     with log_path.open("ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "workers", "run", SHOP, "--grace", str(grace)],
@@ -389,7 +426,7 @@ def _watch(run: _Run, child: subprocess.Popen[bytes], stops: _Stops, log_path: P
         return 1
     click.echo(f"\nstopping the workers (SIGTERM; grace period {grace:g}s)")
     exit_code = _stop_workers(child, stops, grace)
-    click.echo(_summary(run, producer, log_path))
+    click.echo(_summary(run, producer))
     click.echo(f"worker logs: {log_path}")
     if exit_code != 0:
         click.echo(f"the workers exited with code {exit_code}", err=True)

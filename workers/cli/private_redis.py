@@ -3,7 +3,8 @@ own): a free loopback port, no persistence, files in a temporary directory, stop
 removed afterwards.
 
 Why here and not in ``queues``: it does not talk to Redis as a transport, it runs a server
-process; only the demo and tests use it.
+process; only the demo and tests use it. (Whether a Redis answers is asked through
+``queues.connection.answers``.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import redis
+from queues.connection import answers
 
 START_TIMEOUT = 5.0
 
@@ -45,21 +46,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def answers(url: str, timeout: float = 1.0) -> bool:
-    """True if a Redis at ``url`` answers PING within ``timeout`` seconds."""
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
-                                      socket_timeout=timeout)
-    except ValueError:
-        return False
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
 
 
 class PrivateRedis:
