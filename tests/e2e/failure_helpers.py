@@ -23,8 +23,9 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from queues import outcome_counts
 from queues.connection import answers
-from queues.keys import PROCESSES, REGISTRY, HandlerKeys
+from queues.keys import OUTCOMES, PROCESSES, REGISTRY, HandlerKeys
 from workers.app import App
 from workers.cli.private_redis import free_port, redis_server_path
 from workers.runtime.pool import Pool, consumer_name
@@ -150,6 +151,9 @@ class Lab:
             await client.delete(*keys)
         if self.app.handlers:
             await client.hdel(REGISTRY, *self.app.handlers)
+            await client.hdel(OUTCOMES, *(outcome_counts.field(name, kind)
+                                          for name in self.app.handlers
+                                          for kind in outcome_counts.KINDS))
         mine = [f for f in await client.hkeys(PROCESSES)
                 if _s(f).startswith(f"{self.app.name}:")]
         if mine:

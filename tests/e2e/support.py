@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from queues.keys import PROCESSES, REGISTRY
+from queues import outcome_counts
+from queues.keys import OUTCOMES, PROCESSES, REGISTRY
 from workers.app import App
 
 T = TypeVar("T")
@@ -335,6 +336,9 @@ class E2E:
             self.client.delete(*keys)
         if self.handler_names:
             self.client.hdel(REGISTRY, *self.handler_names)
+            self.client.hdel(OUTCOMES, *(outcome_counts.field(name, kind)
+                                         for name in self.handler_names
+                                         for kind in outcome_counts.KINDS))
         mine = [f for f in self.client.hkeys(PROCESSES)
                 if f.decode().startswith(f"{self.app_name}:")]
         if mine:
