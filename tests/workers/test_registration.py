@@ -6,14 +6,20 @@ tests/test_exported_members.py)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+from queues.envelope import Envelope
 from workers.app import App
 from workers.context import Context
 from workers.errors import ConfigError
+from workers.handler import HandlerFunc, HandlerSpec
+from workers.middleware import Call, Next
+from workers.outcome import Outcome
+from workers.runtime.stack import Invoke
 
 
 class OrderPlaced(BaseModel):
@@ -221,3 +227,169 @@ def test_an_app_needs_a_name() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+
+# -- generic signatures (*args, **kwargs) --------------------------------------------------
+
+
+async def _invoke(spec: HandlerSpec, func: HandlerFunc) -> Outcome:
+    """Call the handler or its fallback with one message, as the runtime's innermost
+    layer does."""
+    call = Call(spec.name, "default", spec.stream,
+                Envelope(spec.stream, "1-0", {b"payload": b'{"order_id":"o1"}'}), 0.0)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        return await Invoke(spec, func, executor, timeout=None,
+                            fallback=func is spec.fallback)(call)
+
+
+async def test_a_handler_taking_args_and_kwargs_is_accepted_and_gets_the_context(
+        app: App) -> None:
+    received: list[tuple[Any, ...]] = []
+
+    @app.handler("orders", name="audit")
+    async def audit(order: OrderPlaced, *args: Any, **kwargs: Any) -> None:
+        received.append((order, args, kwargs))
+
+    spec = app.handlers["audit"]
+    assert spec.handler.wants_context and spec.handler.is_async
+    assert spec.payload_type is OrderPlaced
+    assert (await _invoke(spec, spec.handler)).error is None
+    [(order, args, kwargs)] = received
+    assert order == OrderPlaced(order_id="o1")
+    assert [type(a) for a in args] == [Context] and kwargs == {}
+
+
+async def test_a_handler_taking_only_kwargs_gets_no_context(app: App) -> None:
+    received: list[tuple[Any, ...]] = []
+
+    @app.handler("orders", name="audit")
+    def audit(order: OrderPlaced, **kwargs: Any) -> None:
+        received.append((order, kwargs))
+
+    spec = app.handlers["audit"]
+    assert not spec.handler.wants_context and not spec.handler.is_async
+    assert (await _invoke(spec, spec.handler)).error is None
+    assert received == [(OrderPlaced(order_id="o1"), {})]
+
+
+async def test_a_fallback_taking_args_and_kwargs_is_accepted_and_gets_the_context(
+        app: App) -> None:
+    received: list[tuple[Any, ...]] = []
+
+    async def park(msg, *args, **kwargs):  # type: ignore[no-untyped-def]
+        received.append((msg, args, kwargs))
+
+    @app.handler("orders", name="charge", fallback=park)
+    async def charge(order: OrderPlaced) -> None: ...
+
+    spec = app.handlers["charge"]
+    assert spec.fallback is not None
+    assert spec.fallback.wants_context and spec.fallback.is_async
+    assert not spec.handler.wants_context  # the handler's own signature decides for it
+    outcome = await _invoke(spec, spec.fallback)
+    assert outcome.error is None and outcome.kind.value == "fallback"
+    [(msg, args, kwargs)] = received
+    assert msg == OrderPlaced(order_id="o1")  # decoded as the handler's payload
+    assert [type(a) for a in args] == [Context] and kwargs == {}
+
+
+@pytest.mark.parametrize(("signature", "wants_context"), [
+    ("def park(msg): ...", False),
+    ("def park(msg, ctx): ...", True),
+    ("def park(*args): ...", True),
+    ("def park(msg, **kwargs): ...", False),
+    ("async def park(msg, ctx=None): ...", True),
+])
+def test_what_a_fallback_receives_follows_its_signature(app: App, signature: str,
+                                                        wants_context: bool) -> None:
+    namespace: dict[str, Any] = {}
+    exec(signature, namespace)
+
+    app.handler("orders", name="charge", fallback=namespace["park"])(_charge)
+
+    fallback = app.handlers["charge"].fallback
+    assert fallback is not None and fallback.wants_context is wants_context
+
+
+@pytest.mark.parametrize("signature", ["def park(): ...", "def park(a, b, c): ...",
+                                       "def park(*, msg): ..."])
+def test_a_fallback_that_cannot_take_the_payload_is_refused(app: App, signature: str) -> None:
+    namespace: dict[str, Any] = {}
+    exec(signature, namespace)
+
+    with pytest.raises(ConfigError, match=r"fallback must take \(payload\) or "
+                                          r"\(payload, ctx\), like the handler"):
+        app.handler("orders", fallback=namespace["park"])(_charge)
+    assert app.handlers == {}
+
+
+# -- middleware= ---------------------------------------------------------------------------
+
+
+async def _layer(call: Call, call_next: Next) -> Outcome:
+    return await call_next(call)
+
+
+def test_middleware_is_accepted_for_the_app_and_for_a_handler(app: App) -> None:
+    class Timing:
+        async def __call__(self, call: Call, call_next: Next) -> Outcome:
+            return await call_next(call)
+
+    async def with_option(call: Call, call_next: Next, label: str = "x") -> Outcome:
+        return await call_next(call)
+
+    timing = Timing()
+    assert app.middleware(_layer) is _layer  # usable as a decorator
+    app.middleware(timing)
+
+    @app.handler("orders", name="charge", middleware=[with_option, _layer])
+    def charge(order: OrderPlaced) -> None: ...
+
+    @app.handler("orders", name="refund", middleware=_layer)
+    def refund(order: OrderPlaced) -> None: ...
+
+    assert app.middleware_stack == [_layer, timing]
+    assert app.handlers["charge"].middleware == (with_option, _layer)
+    assert app.handlers["refund"].middleware == (_layer,)
+
+
+def _sync_layer(call: Call, call_next: Next) -> Outcome:
+    raise AssertionError("never called")
+
+
+async def _one_parameter(call: Call) -> Outcome:
+    raise AssertionError("never called")
+
+
+async def _three_parameters(call: Call, call_next: Next, extra: str) -> Outcome:
+    raise AssertionError("never called")
+
+
+ASYNC_DEF_FIX = ("must be an `async def layer(call, call_next) -> Outcome` that returns "
+                 "`await call_next(call)`")
+TWO_PARAMETERS_FIX = "must take two parameters (call, call_next)"
+
+
+@pytest.mark.parametrize(("layer", "fix"), [
+    (_sync_layer, ASYNC_DEF_FIX),
+    (lambda call, call_next: None, ASYNC_DEF_FIX),
+    (None, ASYNC_DEF_FIX),
+    (_one_parameter, TWO_PARAMETERS_FIX),
+    (_three_parameters, TWO_PARAMETERS_FIX),
+], ids=["sync", "lambda", "none", "one-parameter", "three-parameters"])
+def test_a_wrong_middleware_is_refused_naming_the_fix(app: App, layer: Any, fix: str) -> None:
+    with pytest.raises(ConfigError) as on_app:
+        app.middleware(layer)
+    with pytest.raises(ConfigError) as on_handler:
+        app.handler("orders", middleware=[layer])(_charge)
+
+    assert fix in str(on_app.value) and str(on_app.value).startswith("app.middleware: ")
+    assert fix in str(on_handler.value)
+    assert str(on_handler.value).startswith("handler '_charge'")
+    assert app.middleware_stack == [] and app.handlers == {}
+
+
+def test_middleware_that_is_not_a_list_is_refused(app: App) -> None:
+    with pytest.raises(ConfigError, match="middleware= takes a list of middleware functions"):
+        app.handler("orders", middleware="audit")(_charge)
