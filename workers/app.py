@@ -22,7 +22,7 @@ from workers.registry import HandlerRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=Middleware)
-O = TypeVar("O", bound=Observer)
+Obs = TypeVar("Obs", bound=Observer)
 Payload = BaseModel | Mapping[str, Any] | str | bytes
 
 
@@ -86,7 +86,7 @@ class App:
         self.middleware_stack.append(check_middleware(layer, "app.middleware"))
         return layer
 
-    def observe(self, observer: O) -> O:
+    def observe(self, observer: Obs) -> Obs:
         """Call ``observer(call, outcome)`` for every message once its outcome is settled in
         Redis (in the pool processes, on their event loop: keep it quick). Usable as a
         decorator."""

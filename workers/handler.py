@@ -18,8 +18,8 @@ from pydantic import BaseModel, TypeAdapter
 from queues.keys import HandlerKeys
 from workers.breaker import CircuitBreaker
 from workers.context import Context
-from workers.middleware import Middleware
 from workers.errors import ConfigError
+from workers.middleware import Middleware
 from workers.options import positive, reject_unknown
 from workers.retry import RetryPolicy, make_policy
 
@@ -149,9 +149,9 @@ def _fallback(func: Any, what: str) -> HandlerFunc | None:
 
 def check_middleware(layer: Any, what: str) -> Middleware:
     """A middleware is an ``async def layer(call, call_next) -> Outcome``."""
-    func = getattr(layer, "__call__", None) if not inspect.isfunction(layer) else layer
+    method = layer if inspect.isfunction(layer) else type(layer).__call__
     if not callable(layer) or not (inspect.iscoroutinefunction(layer)
-                                   or inspect.iscoroutinefunction(func)):
+                                   or inspect.iscoroutinefunction(method)):
         raise ConfigError(f"{what}: middleware {layer!r} must be an `async def "
                           "layer(call, call_next) -> Outcome` that returns "
                           "`await call_next(call)` (or another Outcome)")

@@ -35,7 +35,8 @@ COUNT_TIMEOUT = 1.0
 
 def restart_delay(failures: int) -> float:
     """0.5 s after the first crash, doubling, at most 30 s."""
-    return float(min(30.0, 0.5 * 2 ** max(0, failures - 1)))
+    # (the exponent is capped: a pool crash-looping for days must not overflow a float)
+    return float(min(30.0, 0.5 * 2 ** min(16, max(0, failures - 1))))
 
 
 @dataclass
