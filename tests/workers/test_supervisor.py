@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.runtime.supervisor import STABLE_AFTER, restart_delay
+from workers.runtime.supervisor import STABLE_AFTER, next_failures, restart_delay
 
 
 @pytest.mark.parametrize(("failures", "delay"), [
@@ -40,3 +40,9 @@ def test_a_process_that_ran_30_s_counts_as_stable() -> None:
     assert STABLE_AFTER == 30.0
     # After a reset the next crash is the first again.
     assert restart_delay(1) == 0.5
+
+
+def test_a_process_that_ran_long_enough_starts_the_backoff_afresh() -> None:
+    assert next_failures(5, STABLE_AFTER) == 1
+    assert next_failures(5, STABLE_AFTER - 0.1) == 6
+    assert next_failures(0, 0.0) == 1

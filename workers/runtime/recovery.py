@@ -45,7 +45,7 @@ def triage(pending: list[PendingEntry], max_deliveries: int) -> Triage:
     """Sort pending entries by their delivery count (pure)."""
     return Triage(
         poison=[p for p in pending if p.deliveries >= max_deliveries],
-        fresh=[p.entry_id for p in pending if p.deliveries <= 1 < max_deliveries],
+        fresh=[p.entry_id for p in pending if p.deliveries <= 1 and p.deliveries < max_deliveries],
         suspicious=sorted((p for p in pending if 1 < p.deliveries < max_deliveries),
                           key=lambda p: p.deliveries),
     )

@@ -4,10 +4,12 @@ the ack pipeline does, in batches."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
 from queues.envelope import Envelope
+from workers.errors import HandlerTimeout
 from workers.middleware import Call, Next
 from workers.outcome import Outcome
 from workers.retry import RetryPolicy
@@ -15,6 +17,7 @@ from workers.runtime.inflight import InFlight
 from workers.runtime.limiter import CapacityLimiter
 from workers.runtime.policy import failure_outcome
 from workers.runtime.settle import Settler
+from workers.runtime.stack import uncancel
 
 
 class Worker(Protocol):
@@ -53,6 +56,15 @@ class Runner:
         try:
             try:
                 outcome = await self._stack(call)
+            except asyncio.CancelledError:
+                # The watchdog's cancel landed in a built-in layer (an idempotency look-up):
+                # the timeout is this message's failure; any other cancel is a shutdown.
+                if not call.timed_out:
+                    raise
+                uncancel()
+                call.take_staged()
+                outcome = failure_outcome(self._policy, envelope, HandlerTimeout(
+                    f"{self.name} ran longer than {self.timeout}s"), time.time())
             except Exception as exc:
                 # A built-in layer could not decide (Redis failed in the idempotency
                 # look-up, say): the message fails this attempt, as the policy says.

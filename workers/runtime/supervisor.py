@@ -39,6 +39,12 @@ def restart_delay(failures: int) -> float:
     return float(min(30.0, 0.5 * 2 ** min(16, max(0, failures - 1))))
 
 
+def next_failures(failures: int, ran: float) -> int:
+    """Consecutive crashes after a process that ran ``ran`` seconds died: one that ran
+    ``STABLE_AFTER`` seconds or more starts the backoff afresh."""
+    return 1 if ran >= STABLE_AFTER else failures + 1
+
+
 @dataclass
 class Slot:
     pool: str
@@ -166,7 +172,7 @@ class Supervisor:
                     self._wait_all(self.grace)
                     return CONFIG_ERROR_EXIT
                 ran = now - slot.started_at
-                slot.failures = 1 if ran >= STABLE_AFTER else slot.failures + 1
+                slot.failures = next_failures(slot.failures, ran)
                 delay = restart_delay(slot.failures)
                 slot.restart_at = now + delay
                 log.error("pool process died; restarting", extra={
