@@ -1,7 +1,7 @@
 """The app ``bench/throughput.py`` drains: one async no-op handler on one pool process.
 
-The stream, and whether a share of messages fails once, come from the environment so that
-one module serves every run of the benchmark."""
+The stream, whether a share of messages fails once, and whether each message publishes a
+follow-up come from the environment so that one module serves every run of the benchmark."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ FAIL_EVERY = int(os.environ.get("BENCH_FAIL_EVERY", "0"))
 waits no time (``wait_none``), so the run measures the cost of the retry machinery (the
 atomic move to the delayed set, back to the retry stream, the second delivery), not a
 backoff."""
+FOLLOW_UP_STREAM = os.environ.get("BENCH_FOLLOW_UP_STREAM") or None
+"""If set, every message publishes one follow-up (``{"n": n}``) to this stream with
+``ctx.publish``: the consume-transform-produce shape of a saga step."""
 
 app = App("bench")
 app.pool("bench", concurrency=int(os.environ.get("BENCH_CONCURRENCY", "200")), processes=1)
@@ -43,3 +46,5 @@ IDEMPOTENT = os.environ.get("BENCH_IDEMPOTENT", "0") == "1"
 async def noop(order: Order, ctx: Context) -> None:
     if FAIL_EVERY and order.n % FAIL_EVERY == 0 and ctx.attempt == 1:
         raise Flaky(f"order {order.order_id} fails once")
+    if FOLLOW_UP_STREAM is not None:
+        await ctx.publish(FOLLOW_UP_STREAM, {"n": order.n})

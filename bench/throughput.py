@@ -5,12 +5,23 @@ handler) from their own stream, each in its own process, and both are timed the 
 from outside: from the first entry read (the group's ``entries-read`` moves) until the group
 has no lag and nothing pending. Process start-up is thus left out of both.
 
-    python bench/throughput.py [--n 20000] [--rounds 3] [--runs fail10,nobreaker,idempotent]
+    python bench/throughput.py [--n 20000] [--rounds 3]
+                               [--runs followup,fail10,nobreaker,idempotent]
+
+``--runs`` picks the extra runs (default: ``followup``; ``--runs ''`` for none).
+``followup`` is consume-transform-produce: the seawall handler publishes one follow-up per
+message to another stream (``await ctx.publish(...)``), beside a raw loop that, per batch
+of 100, sends one pipeline with an XADD per message and the XACK
+(bench/raw_followup_consumer.py). Both are done only when, besides the source group's
+having no lag and nothing pending, the target stream holds N entries (seawall's follow-ups
+may become visible a moment after their ack). ``fail10``, ``nobreaker`` and ``idempotent``
+are seawall variants, each compared with the plain seawall run.
 
 Each variant runs ``--rounds`` times, the variants interleaved (each round starting with the
 next one) so that a noisy moment on a shared machine hits all of them alike; the table shows
 each variant's median round, and the consumer process's CPU time per message, which a busy
-neighbour disturbs less than wall time. It ends with ``ratio: <seawall msgs/s / raw msgs/s>``.
+neighbour disturbs less than wall time. It ends with ``ratio: <seawall msgs/s / raw msgs/s>``,
+and with the follow-up runs ``followup ratio: <seawall follow-up msgs/s / raw follow-up msgs/s>``.
 """
 
 from __future__ import annotations
@@ -120,10 +131,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _time_drain(client: redis.Redis, proc: subprocess.Popen[bytes], stream: str, group: str,
-                n: int, expect_done: int, extra_done: str | None = None,
+                n: int, expect_done: int, extra_done: Callable[[], bool] | None = None,
                 timeout: float = 600.0) -> tuple[float, float | None, float]:
-    """Seconds from the first read until everything is handled; peak RSS (MB); and the CPU
-    seconds the consumer spent in that span."""
+    """Seconds from the first read until everything is handled (and ``extra_done()``, if
+    given, says the rest is done too); peak RSS (MB); and the CPU seconds the consumer spent
+    in that span."""
     t0: float | None = None
     cpu0 = 0.0
     deadline = time.monotonic() + timeout
@@ -136,7 +148,7 @@ def _time_drain(client: redis.Redis, proc: subprocess.Popen[bytes], stream: str,
             cpu0 = _cpu_seconds(proc.pid)
         done = info is not None and info["read"] >= n and info["lag"] == 0 and info["pending"] == 0
         if done and extra_done is not None:
-            done = _extra_idle(client, extra_done)
+            done = extra_done()
         if done and t0 is not None:
             cpu = _cpu_seconds(proc.pid) - cpu0
             for pid in [proc.pid, *_descendants(proc.pid)]:
@@ -148,13 +160,17 @@ def _time_drain(client: redis.Redis, proc: subprocess.Popen[bytes], stream: str,
     raise TimeoutError("drain did not finish")
 
 
-def _extra_idle(client: redis.Redis, handler_key_stream: str) -> bool:
+def _extra_idle(client: redis.Redis, delayed: str, retry_stream: str, group: str) -> bool:
     """With retries: nothing delayed and nothing unread or pending on the retry stream."""
-    delayed, retry_stream, group = handler_key_stream.split("|")
     if client.zcard(delayed):
         return False
     info = _group(client, retry_stream, group)
     return info is None or (info["lag"] == 0 and info["pending"] == 0)
+
+
+def _holds(client: redis.Redis, stream: str, n: int) -> Callable[[], bool]:
+    """Done signal of the follow-up runs: ``stream`` holds (at least) ``n`` entries."""
+    return lambda: int(client.xlen(stream)) >= n
 
 
 def run_raw(client: redis.Redis, url: str, n: int) -> Result:
@@ -171,24 +187,49 @@ def run_raw(client: redis.Redis, url: str, n: int) -> Result:
     return Result("raw redis-py loop", n, seconds, rss, cpu)
 
 
+def run_raw_followup(client: redis.Redis, url: str, n: int) -> Result:
+    stream = f"bench-rawf-{uuid.uuid4().hex[:8]}"
+    target = f"{stream}-out"
+    _publish(client, stream, n)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "raw_followup_consumer.py"), url, stream, "raw", target,
+         str(n)])
+    try:
+        seconds, rss, cpu = _time_drain(client, proc, stream, "raw", n, n,
+                                        _holds(client, target, n))
+        proc.wait(30)
+    finally:
+        proc.kill()
+        client.delete(stream, target)
+    return Result("raw loop, follow-up", n, seconds, rss, cpu)
+
+
 def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
-                breaker: bool = True, idempotent: bool = False) -> Result:
+                breaker: bool = True, idempotent: bool = False,
+                follow_up: bool = False) -> Result:
     sys.path.insert(0, str(ROOT))
     from queues.keys import HandlerKeys
 
     stream = f"bench-sw-{uuid.uuid4().hex[:8]}"
+    target = f"{stream}-out" if follow_up else ""
     keys = HandlerKeys(stream, "bench.noop")
     _publish(client, stream, n)
     env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
                BENCH_BREAKER="1" if breaker else "0",
-               BENCH_IDEMPOTENT="1" if idempotent else "0", SEAWALL_REDIS_URL=url,
+               BENCH_IDEMPOTENT="1" if idempotent else "0", BENCH_FOLLOW_UP_STREAM=target,
+               SEAWALL_REDIS_URL=url,
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.runtime.process", "bench.bench_app:app", "bench", "0",
          "--log-level", "WARNING"], env=env, cwd=ROOT)
+    checks: list[Callable[[], bool]] = []
+    if fail_every:
+        checks.append(lambda: _extra_idle(client, keys.delayed, keys.retry, keys.group))
+    if follow_up:
+        checks.append(_holds(client, target, n))
     try:
-        extra = f"{keys.delayed}|{keys.retry}|{keys.group}" if fail_every else None
-        seconds, rss, cpu = _time_drain(client, proc, stream, keys.group, n, n, extra)
+        seconds, rss, cpu = _time_drain(client, proc, stream, keys.group, n, n,
+                                        (lambda: all(c() for c in checks)) if checks else None)
     finally:
         proc.terminate()
         try:
@@ -196,6 +237,8 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
         except subprocess.TimeoutExpired:
             proc.kill()
         client.delete(stream, keys.retry, keys.delayed, keys.dlq, keys.breaker)
+        if follow_up:
+            client.delete(target, *client.scan_iter(match=f"seawall:{{{stream}}}:*"))
         if idempotent:
             done = list(client.scan_iter(match=keys.done("*"), count=1000))
             for start in range(0, len(done), 1000):
@@ -210,16 +253,27 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("SEAWALL_REDIS_URL",
                                                                "redis://127.0.0.1:6379/0"))
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runs", default="",
-                        help="extra runs, comma separated: fail10, nobreaker, idempotent")
+    parser.add_argument("--runs", default="followup",
+                        help="extra runs, comma separated: followup (the default), fail10, "
+                             "nobreaker, idempotent; '' for none")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
-    extra = {r for r in args.runs.split(",") if r}
+    extra = {r.strip() for r in args.runs.split(",") if r.strip()}
+    unknown = extra - {"followup", "fail10", "nobreaker", "idempotent"}
+    if unknown:
+        parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
     url, n = args.redis_url, args.n
     variants: list[Callable[[], Result]] = [
         lambda: run_raw(client, url, n),
         lambda: run_seawall(client, url, n, name="seawall"),
     ]
+    follow_up_at: int | None = None
+    """Index of the raw follow-up run; the seawall follow-up run comes next."""
+    if "followup" in extra:
+        follow_up_at = len(variants)
+        variants.append(lambda: run_raw_followup(client, url, n))
+        variants.append(lambda: run_seawall(client, url, n, name="seawall, follow-up",
+                                            follow_up=True))
     if "nobreaker" in extra:
         variants.append(lambda: run_seawall(client, url, n, name="seawall, breaker=None",
                                             breaker=False))
@@ -246,12 +300,18 @@ def main() -> None:
         cpu = f"{r.cpu_us_per_message:.1f}" if r.cpu_us_per_message is not None else "-"
         print(f"{r.name:<28} {r.messages:>9} {r.seconds:>8.3f} {r.rate:>10.0f} {cpu:>11} "
               f"{rss:>12}")
-    for r in results[2:]:
+    paired = set() if follow_up_at is None else {follow_up_at, follow_up_at + 1}
+    for i, r in enumerate(results[2:], start=2):
+        if i in paired:
+            continue
         line = f"{r.name}: {r.rate / seawall.rate:.2f} of the seawall run's msgs/s"
         if r.cpu_us_per_message and seawall.cpu_us_per_message:
             line += f", {r.cpu_us_per_message / seawall.cpu_us_per_message:.2f} of its CPU/msg"
         print(line)
     print(f"ratio: {seawall.rate / raw.rate:.2f}")
+    if follow_up_at is not None:
+        raw_f, seawall_f = results[follow_up_at], results[follow_up_at + 1]
+        print(f"followup ratio: {seawall_f.rate / raw_f.rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""The benchmark scripts run on a tiny input and print their tables and ratio lines.
+
+Nothing here is timed (CONVENTIONS 13: benchmarks are not tests); these only keep
+bench/latency.py and bench/throughput.py's follow-up runs working as the runtime changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REDIS_URL
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def run_script(*argv: str, timeout: float) -> str:
+    env = dict(os.environ, SEAWALL_REDIS_URL=REDIS_URL)
+    done = subprocess.run([sys.executable, *argv, "--redis-url", REDIS_URL], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_latency_prints_its_table_and_the_p99_ratio() -> None:
+    out = run_script("bench/latency.py", "--rates", "200", "--seconds", "2", timeout=60)
+    assert re.search(r"rate/s\s+consumer\s+messages\s+p50 ms\s+p99 ms\s+p99\.9 ms\s+max ms",
+                     out), out
+    for consumer in ("raw", "seawall"):
+        row = rf"^\s*200\s+{consumer}\s+\d+(\s+{NUMBER}){{5}}\s*$"
+        assert re.search(row, out, re.M), out
+    assert re.search(rf"^p99 ratio at 200: {NUMBER}$", out, re.M), out
+
+
+def test_throughput_followup_prints_both_ratios() -> None:
+    out = run_script("bench/throughput.py", "--runs", "followup", "--n", "200", "--rounds", "1",
+                     timeout=60)
+    for name in ("raw redis-py loop", "seawall", "raw loop, follow-up", "seawall, follow-up"):
+        assert re.search(rf"^{re.escape(name)}\s+200\s", out, re.M), out
+    assert re.search(rf"^ratio: {NUMBER}$", out, re.M), out
+    assert re.search(rf"^followup ratio: {NUMBER}$", out, re.M), out
