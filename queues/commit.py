@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from queues.outbox import TARGET, Relay
+from queues.outbox import Relay
 from queues.scripts import LuaScript
 
 _COMMIT = LuaScript("commit")
@@ -36,6 +36,14 @@ def _b(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8")
 
 
+def pack_fields(fields: Mapping[str, str | bytes] | Mapping[bytes, bytes]) -> bytes:
+    """A stream entry's fields as one argument, ``<len>:<bytes>`` for each name and value
+    in turn, which ``commit.lua`` and ``relay.lua`` unpack: one argument per follow-up
+    instead of two per field is what keeps committing follow-ups cheap for the client."""
+    return b"".join(b"%d:%b%d:%b" % (len(n), n, len(v), v)
+                    for n, v in ((_b(name), _b(value)) for name, value in fields.items()))
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """One message to ack, with what its ack commits."""
@@ -53,8 +61,8 @@ class CommitCall:
 
     outbox: str
     items: list[Pending]
-    _outboxed: list[list[tuple[str, list[bytes]]]] = field(default_factory=list)
-    """Per message: (target, flattened fields) of each follow-up that went to the outbox."""
+    _outboxed: list[list[tuple[str, bytes]]] = field(default_factory=list)
+    """Per message: (target, packed fields) of each follow-up that went to the outbox."""
 
     def read(self, reply: Sequence[Any]) -> tuple[int, list[Relay]]:
         """How many messages this call acked, and the relays their follow-ups need."""
@@ -68,11 +76,11 @@ class CommitCall:
             if not was_acked:
                 continue
             acked += 1
-            for target, flat in outboxed:
+            for target, packed in outboxed:
                 raw = reply[at]
                 at += 1
                 outbox_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-                relays.append(Relay(outbox, outbox_id, target, flat))
+                relays.append(Relay(outbox, outbox_id, target, packed))
         return acked, relays
 
 
@@ -103,14 +111,14 @@ def queue_commit(pipe: Any, *, source: str, outbox: str, group: str, items: list
         args.append(item.entry_id)
         args.append(key_index(item.marker) if item.marker is not None else 0)
         args.append(len(item.follow_ups))
-        outboxed: list[tuple[str, list[bytes]]] = []
+        outboxed: list[tuple[str, bytes]] = []
         for target, fields in item.follow_ups:
-            flat = [part for name, value in fields.items() for part in (_b(name), _b(value))]
+            packed = pack_fields(fields)
             if slot_of(target) == source_slot:
-                args += [key_index(target), len(flat), *flat]
+                args += [key_index(target), target, packed]
             else:
-                outboxed.append((target, flat))
-                args += [0, len(flat) + 2, TARGET, target, *flat]
+                outboxed.append((target, packed))
+                args += [0, target, packed]
         call._outboxed.append(outboxed)
     _COMMIT.queue(pipe, key_list, args)
     return call
@@ -127,4 +135,4 @@ async def commit(client: Any, *, source: str, outbox: str, group: str, items: li
     return call.read(reply)
 
 
-__all__ = ["CommitCall", "Pending", "commit", "queue_commit", "slot_of"]
+__all__ = ["CommitCall", "Pending", "commit", "pack_fields", "queue_commit", "slot_of"]

@@ -10,8 +10,9 @@ process reading that stream) relays entries older than :data:`RELAY_GRACE_MS`. A
 repeated after a crash writes the same follow-up again under the same message id, which an
 ``idempotent=True`` handler downstream skips: at least once, never lost.
 
-An outbox entry is the follow-up's own fields preceded by :data:`TARGET` (the stream to
-relay it to).
+An outbox entry has two fields: :data:`TARGET`, the stream to relay it to, and
+:data:`FIELDS`, the follow-up's own fields packed into one value (``queues.commit
+.pack_fields``), which ``relay.lua`` unpacks into the XADD.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from queues import keys
+from queues.scripts import LuaScript
 
 TARGET = b"seawall:target"
-"""First field of an outbox entry: the stream the follow-up is bound for."""
+"""Field of an outbox entry: the stream the follow-up is bound for."""
+FIELDS = b"seawall:fields"
+"""Field of an outbox entry: the follow-up's fields, packed."""
+_RELAY = LuaScript("relay")
 RELAY_GRACE_MS = 5000
 """A sweeper relays an outbox entry only once it is this old: the process that committed
 it relays it within milliseconds unless it died (or Redis went away) meanwhile."""
@@ -38,8 +43,8 @@ class Relay:
     outbox: str
     outbox_id: str
     target: str
-    fields: Sequence[bytes]
-    """The follow-up's own fields, flattened (name, value, ...)."""
+    packed: bytes
+    """The follow-up's own fields, packed (``queues.commit.pack_fields``)."""
 
 
 def _s(raw: Any) -> str:
@@ -47,12 +52,17 @@ def _s(raw: Any) -> str:
 
 
 def queue_relays(pipe: Any, relays: Sequence[Relay]) -> None:
-    """Add every relay's XADD to its target, then one XDEL per outbox, to ``pipe``: an
-    outbox entry goes only after (in the same pipeline as) the write it stood for."""
+    """Add the writes of ``relays`` to their targets (one ``relay.lua`` call per target),
+    then one XDEL per outbox, to ``pipe``: an outbox entry goes only after (in the same
+    pipeline as) the write it stood for. The script is sent with its text (EVAL), which
+    cannot fail for want of a loaded script: an XDEL must never outlive its write."""
+    by_target: dict[str, list[bytes]] = {}
     by_outbox: dict[str, list[str]] = {}
     for relay in relays:
-        pipe.execute_command("XADD", relay.target, "*", *relay.fields)
+        by_target.setdefault(relay.target, []).append(relay.packed)
         by_outbox.setdefault(relay.outbox, []).append(relay.outbox_id)
+    for target, packed in by_target.items():
+        _RELAY.queue_with_source(pipe, [target], packed)
     for outbox, ids in by_outbox.items():
         pipe.xdel(outbox, *ids)
 
@@ -60,17 +70,15 @@ def queue_relays(pipe: Any, relays: Sequence[Relay]) -> None:
 def relays_from_entries(outbox: str, entries: Sequence[tuple[Any, Mapping[bytes, bytes]]]
                         ) -> tuple[list[Relay], list[str]]:
     """Outbox entries (XRANGE rows) as relays; also the ids of malformed entries (no
-    target), which can only be deleted."""
+    target or no fields), which can only be deleted."""
     relays: list[Relay] = []
     broken: list[str] = []
     for entry_id, fields in entries:
-        target = fields.get(TARGET)
-        if not target:
+        target, packed = fields.get(TARGET), fields.get(FIELDS)
+        if not target or packed is None:
             broken.append(_s(entry_id))
             continue
-        flat = [part for name, value in fields.items() if name != TARGET
-                for part in (name, value)]
-        relays.append(Relay(outbox, _s(entry_id), _s(target), flat))
+        relays.append(Relay(outbox, _s(entry_id), _s(target), packed))
     return relays, broken
 
 
@@ -99,5 +107,5 @@ async def backlog(client: Any, stream: str) -> int:
     return int(await client.xlen(keys.outbox(stream)))
 
 
-__all__ = ["RELAY_GRACE_MS", "TARGET", "Relay", "backlog", "queue_relays",
+__all__ = ["FIELDS", "RELAY_GRACE_MS", "TARGET", "Relay", "backlog", "queue_relays",
            "relays_from_entries", "sweep"]

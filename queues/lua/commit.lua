@@ -3,8 +3,8 @@
 -- (idempotent handlers) and its follow-up events. All of it or none of it is applied, so a
 -- follow-up is visible only if its cause is acked, and an ack never lands without them.
 -- KEYS[1]   the source stream (the user's stream or the handler's retry stream)
--- KEYS[2]   the source stream's outbox (seawall:{stream}:outbox): follow-ups bound for a
---           stream in another hash slot wait there to be relayed
+-- KEYS[2]   the user's stream's outbox (seawall:{stream}:outbox): follow-ups bound for a
+--           stream in another hash slot wait there to be relayed (relay.lua)
 -- KEYS[3..] completion markers and same-slot target streams, referred to by index below
 -- ARGV[1]   consumer group (the handler's name)
 -- ARGV[2]   "1" to XDEL each acked entry (only for the handler's own retry stream)
@@ -12,10 +12,23 @@
 -- ARGV[4]   number of messages, then for each message:
 --             entry id, index in KEYS of its completion marker (0: none), follow-up count,
 --             and for each follow-up: index in KEYS of its target stream (0: the outbox),
---             the number of field names and values that follow, then those, flattened
+--             then the target's name, then its fields packed as "<len>:<bytes>" for each
+--             name and value in turn (one argument: cheap to send, see queues/commit.py)
 -- Returns, for each message, 1 if this call acked it (0: it was no longer pending, so its
 -- follow-ups are not written: whoever acked it wrote them), each acked message followed by
 -- the outbox entry ids of its outbox-bound follow-ups, in order.
+local function unpacked(packed)
+  -- (the same decoder as relay.lua's)
+  local fields, at, size = {}, 1, #packed
+  while at <= size do
+    local colon = string.find(packed, ':', at, true)
+    local length = tonumber(string.sub(packed, at, colon - 1))
+    fields[#fields + 1] = string.sub(packed, colon + 1, colon + length)
+    at = colon + length + 1
+  end
+  return fields
+end
+
 local group = ARGV[1]
 local drop = ARGV[2] == '1'
 local ttl = ARGV[3]
@@ -39,20 +52,15 @@ for _ = 1, count do
   end
   for _ = 1, follow_ups do
     local target = tonumber(ARGV[at])
-    local width = tonumber(ARGV[at + 1])
-    at = at + 2
     if acked == 1 then
-      local fields = {}
-      for k = at, at + width - 1 do
-        fields[#fields + 1] = ARGV[k]
-      end
       if target > 0 then
-        redis.call('XADD', KEYS[target], '*', unpack(fields))
+        redis.call('XADD', KEYS[target], '*', unpack(unpacked(ARGV[at + 2])))
       else
-        out[#out + 1] = redis.call('XADD', KEYS[2], '*', unpack(fields))
+        out[#out + 1] = redis.call('XADD', KEYS[2], '*', 'seawall:target', ARGV[at + 1],
+                                   'seawall:fields', ARGV[at + 2])
       end
     end
-    at = at + width
+    at = at + 3
   end
 end
 return out

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from queues import keys as key_names
 from queues import outbox
-from queues.commit import Pending, commit, slot_of
+from queues.commit import Pending, commit, pack_fields, slot_of
 from queues.keys import HandlerKeys
 
 
@@ -53,16 +53,17 @@ async def test_an_ack_commits_same_slot_follow_ups_directly_and_others_via_the_o
     assert [f[b"id"] for _, f in await aredis.xrange(keys.stream)][-1] == b"f1"
     assert [(r.target, r.outbox) for r in relays] == [(payments, keys.outbox)] * 2
     boxed = await aredis.xrange(keys.outbox)
-    assert [(f[outbox.TARGET].decode(), f[b"id"]) for _, f in boxed] == [
-        (payments, b"f2"), (payments, b"f3")]
+    assert [(f[outbox.TARGET].decode(), f[outbox.FIELDS]) for _, f in boxed] == [
+        (payments, pack_fields({"id": "f2", "payload": "{}"})),
+        (payments, pack_fields({"id": "f3", "payload": "{}"}))]
     assert await aredis.xlen(payments) == 0
 
     # The relay writes them to the target and empties the outbox.
     async with aredis.pipeline(transaction=False) as pipe:
         outbox.queue_relays(pipe, relays)
         await pipe.execute()
-    assert [f[b"id"] for _, f in await aredis.xrange(payments)] == [b"f2", b"f3"]
-    assert outbox.TARGET not in (await aredis.xrange(payments))[0][1]
+    assert [f for _, f in await aredis.xrange(payments)] == [
+        {b"id": b"f2", b"payload": b"{}"}, {b"id": b"f3", b"payload": b"{}"}]
     assert await outbox.backlog(aredis, keys.stream) == 0
 
 
@@ -100,3 +101,28 @@ async def test_the_sweeper_relays_only_entries_older_than_the_grace_one_sweeper_
     # and then it is on its stream once, and gone from the outbox.
     assert [f[b"id"] for _, f in await aredis.xrange(payments)] == [b"f1"]
     assert await aredis.xlen(keys.outbox) == 0
+
+
+def test_packed_fields_survive_any_bytes() -> None:
+    fields = {"payload": '{"a": "x:1:y"}', "h": b"\x00:\xff\n", "": ""}
+    packed = pack_fields(fields)
+    assert packed == b'7:payload14:{"a": "x:1:y"}1:h4:\x00:\xff\n0:0:'
+
+
+async def test_follow_ups_with_any_bytes_arrive_as_they_were_staged(
+        aredis: aioredis.Redis, keys: HandlerKeys, uid: str) -> None:
+    payments = f"payments-{uid}"
+    fields = {b"payload": b'{"note": "12:34 \xe2\x9c\x93"}', b"h:1": b"\x00\xff:9:",
+              b"empty": b""}
+    [entry] = await _pending(aredis, keys, 1)
+
+    _, relays = await commit(aredis, source=keys.stream, outbox=keys.outbox, group=keys.group,
+                             items=[Pending(entry, None, [(keys.stream, fields),
+                                                          (payments, fields)])])
+    async with aredis.pipeline(transaction=False) as pipe:
+        outbox.queue_relays(pipe, relays)
+        await pipe.execute()
+
+    # Written directly (same slot) and relayed (other slot), the fields are intact.
+    assert (await aredis.xrange(keys.stream))[-1][1] == fields
+    assert [f for _, f in await aredis.xrange(payments)] == [fields]

@@ -17,6 +17,7 @@ from queues.streams import (
     pending_of,
     queue_ack,
     read_group,
+    read_raw,
 )
 
 
@@ -169,3 +170,26 @@ async def test_claim_takes_named_entries_whatever_their_idle_time(
     assert await claim(aredis, keys.stream, keys.group, "c2", []) == []
     mine = await pending_of(aredis, keys.stream, keys.group, consumer="c2")
     assert [(r.entry_id, r.deliveries) for r in mine] == [(ids[0], 2)]
+
+
+async def test_read_group_parses_replies_as_redis_sent_them(
+    aredis: aioredis.Redis, keys: HandlerKeys, redis_url: str
+) -> None:
+    for stream in keys.read_streams:
+        await ensure_group(aredis, stream, keys.group)
+    raw = aioredis.Redis.from_url(redis_url)
+    read_raw(raw)
+    try:
+        one = (await aredis.xadd(keys.stream, {"payload": "{}", "id": "m1"})).decode()
+        [got] = await read_group(raw, keys.group, "c1", keys.read_streams, count=10,
+                                 block_ms=None)
+        assert (got.source, got.entry_id, got.fields) == (
+            keys.stream, one, {b"payload": b"{}", b"id": b"m1"})
+        a = (await aredis.xadd(keys.stream, {"payload": "1"})).decode()
+        b = (await aredis.xadd(keys.retry, {"payload": "2"})).decode()
+        both = await read_group(raw, keys.group, "c1", keys.read_streams, count=10,
+                                block_ms=None)
+        assert {(e.source, e.entry_id, e.payload) for e in both} == {
+            (keys.stream, a, b"1"), (keys.retry, b, b"2")}
+    finally:
+        await raw.aclose()

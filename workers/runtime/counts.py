@@ -28,7 +28,9 @@ class OutcomeCounter:
         self._counts: Counter[tuple[str, str]] = Counter()
 
     def __call__(self, call: Call, outcome: Outcome) -> None:
-        self._counts[(call.handler, outcome.kind.value)] += 1
+        # (``_value_``: the member's plain str; hashing or ``.value`` of an enum member is
+        # a Python-level call, and this runs for every message)
+        self._counts[(call.handler, outcome.kind._value_)] += 1
 
     def take(self) -> Counter[tuple[str, str]]:
         """The counts since the last take."""

@@ -57,6 +57,8 @@ class Dispatcher:
         self._workers: list[WorkerSlot] = []
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
+        self._waking = 0
+        """1 while a woken worker has not yet run: no second one is woken meanwhile."""
 
     @property
     def queued(self) -> int:
@@ -71,15 +73,25 @@ class Dispatcher:
             self._watchdog = asyncio.create_task(self._watch(watchdog_interval))
 
     def submit(self, runner: Runnable, envelopes: list[Envelope]) -> None:
-        """Queue messages whose slots are already taken, and wake idle workers for them."""
-        queue = self._queue
-        for envelope in envelopes:
-            queue.append((runner, envelope))
+        """Queue messages whose slots are already taken, and wake a worker for them."""
+        self._queue.extend([(runner, envelope) for envelope in envelopes])
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake one idle worker, unless one is already on its way. A woken worker that
+        finds more queued wakes the next one as it takes its message: handlers that wait on
+        I/O fan out over the workers one per turn of the loop, while a batch of handlers
+        that never wait is run by one worker in one go, instead of one task switch per
+        message."""
+        if self._waking:
+            return
         idle = self._idle
-        for _ in range(min(len(envelopes), len(idle))):
+        while idle:
             waiter = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking = 1
+                return
 
     async def _work(self, worker: WorkerSlot) -> None:
         queue = self._queue
@@ -88,9 +100,15 @@ class Dispatcher:
             if not queue:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
-                await waiter
+                try:
+                    await waiter
+                finally:
+                    if waiter.done() and not waiter.cancelled():
+                        self._waking = 0
                 continue
             runner, envelope = queue.popleft()
+            if queue and self._idle:
+                self._wake_one()
             timeout = runner.timeout
             worker.deadline = (time.monotonic() + timeout) if timeout is not None else 0.0
             try:

@@ -55,7 +55,10 @@ class BreakerGate:
         self.keys = keys
         self.handler = handler
         self.lease_ttl_ms = max(1000, int(lease_ttl * 1000))
-        self.state = store.CLOSED
+        self._state = store.CLOSED
+        self.blocking = False
+        """Reading is shut (open, forced open): fetched messages go to the fallback or are
+        parked. Kept beside ``state`` (set with it), as it is asked for every message."""
         self.open_until_ms: int | None = None
         self._heard_at = float("-inf")
         self._outcomes = bytearray()
@@ -65,14 +68,20 @@ class BreakerGate:
         """Messages read under the current lease and not yet recorded."""
 
     @property
+    def state(self) -> str:
+        """The breaker's state as last heard."""
+        return self._state
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._state = state
+        self.blocking = state in BLOCKING
+
+    @property
     def closed(self) -> bool:
         """Closed as last heard (or disabled): reading needs no probe permits."""
         return self.state in (store.CLOSED, store.DISABLED)
 
-    @property
-    def blocking(self) -> bool:
-        """Reading is shut: fetched messages go to the fallback or are parked."""
-        return self.state in BLOCKING
 
     def resume_at_ms(self) -> int:
         """When a parked message should come back: when the breaker may let probes in."""

@@ -100,7 +100,8 @@ class Pool:
         if not self.specs:
             log.warning("pool has no handlers; nothing to do", extra={"pool": self.config.name})
         self.client = connect(self.url, max_connections=self._connections_needed(),
-                              wait_for_connection=False)
+                              wait_for_connection=False, reply_timeouts=False)
+        streams.read_raw(self.client)
         executor = ThreadPoolExecutor(self.config.concurrency,
                                       thread_name_prefix=f"seawall-{self.config.name}")
         acker = self._acker = AckBatcher(self.client, [self.counter, *self.app.observers])

@@ -134,10 +134,8 @@ class BreakerLayer:
 
     async def __call__(self, call: Call) -> Outcome:
         gate = self._gate
-        envelope = call.envelope
-        key = (envelope.source, envelope.entry_id)
-        if gate.blocking or key in self._diverted:
-            self._diverted.discard(key)
+        diverted = bool(self._diverted) and self._take_diverted(call.envelope)
+        if diverted or gate.blocking:
             if self._fallback is None:
                 return Outcome.parked(gate.resume_at_ms())
             return await self._fallback(call)
@@ -146,6 +144,13 @@ class BreakerLayer:
             gate.record(outcome.error, call.duration)
         gate.record_probe_done()
         return outcome
+
+    def _take_diverted(self, envelope: Envelope) -> bool:
+        key = (envelope.source, envelope.entry_id)
+        if key in self._diverted:
+            self._diverted.discard(key)
+            return True
+        return False
 
 
 class Guard:
