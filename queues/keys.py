@@ -21,6 +21,17 @@ key                                          type    what
                                                      read from ``orders``, bound for a stream in
                                                      another slot; relayed at once, swept if not
 ``seawall:{orders}:outbox-sweep``            string  lease of the process sweeping that outbox
+``seawall:{saga:<name>}:ledger:<id>``        hash    a saga's state (running, completed,
+                                                     compensating, timed_out, compensated,
+                                                     failed), times, cause, each step's status,
+                                                     memo and error
+``seawall:{saga:<name>}:stack:<id>``         list    its committed steps in commit order
+``seawall:{saga:<name>}:timeline:<id>``      stream  what happened to it, capped
+``seawall:{saga:<name>}:state:<state>``      zset    saga ids in a state, by when they entered it
+``seawall:{saga:<name>}:deadlines``          zset    running sagas by deadline (ms)
+``seawall:{saga:<name>}:on:<stream>``        stream  events for the step reacting to <stream>
+``seawall:{saga:<name>}:undo:<step>``        stream  compensation events of <step>
+``seawall:{saga:<name>}:outcome``            stream  finished sagas, for ``on_outcome``
 ``seawall:registry``                         hash    handler name -> JSON (stream, pool, app, ...)
 ``seawall:processes``                        hash    consumer name -> JSON heartbeat (pool, pid,
                                                      host, seen_at ms); read by ``status``
@@ -39,6 +50,7 @@ hand the message again to every healthy handler on it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 PREFIX = "seawall"
@@ -59,6 +71,17 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
+_DERIVED = re.compile(r"^seawall:\{([^{}]+)\}:[^{}]+$")
+
+
+def hash_tag(stream: str) -> str:
+    """The hash tag of the keys derived from ``stream``: the stream's own name, or, for a
+    stream seawall derived itself (a saga's, ``seawall:{saga:checkout}:on:orders``), the tag
+    it already carries, so that everything derived from it stays in its slot."""
+    derived = _DERIVED.match(stream)
+    return derived.group(1) if derived else _check_name("stream", stream)
+
+
 def check_stream_name(stream: str) -> str:
     """``stream`` if seawall can derive its keys (non-empty, no braces), else ValueError
     naming the fix."""
@@ -75,12 +98,12 @@ class HandlerKeys:
     handler: str
 
     def __post_init__(self) -> None:
-        _check_name("stream", self.stream)
+        hash_tag(self.stream)
         _check_name("handler", self.handler)
 
     @property
     def _base(self) -> str:
-        return f"{PREFIX}:{{{self.stream}}}"
+        return f"{PREFIX}:{{{hash_tag(self.stream)}}}"
 
     @property
     def group(self) -> str:
@@ -125,9 +148,70 @@ class HandlerKeys:
 
 def outbox(stream: str) -> str:
     """The outbox of follow-ups committed with acks of messages read from ``stream``."""
-    return f"{PREFIX}:{{{_check_name('stream', stream)}}}:outbox"
+    return f"{PREFIX}:{{{hash_tag(stream)}}}:outbox"
 
 
 def outbox_sweep_lease(stream: str) -> str:
     """Held by the one process sweeping ``stream``'s outbox, so sweepers do not race."""
-    return f"{PREFIX}:{{{_check_name('stream', stream)}}}:outbox-sweep"
+    return f"{PREFIX}:{{{hash_tag(stream)}}}:outbox-sweep"
+
+
+@dataclass(frozen=True, slots=True)
+class SagaKeys:
+    """The keys of one saga type: all in one hash slot (``{saga:<name>}``), so that a step's
+    ack, its saga's ledger and the next step's event change in one script."""
+
+    saga: str
+
+    def __post_init__(self) -> None:
+        _check_name("saga", self.saga)
+        if ":" in self.saga:
+            raise ValueError(f"saga name {self.saga!r} must not contain ':'")
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:{{saga:{self.saga}}}"
+
+    def on(self, stream: str) -> str:
+        """The stream of events the saga's step reacting to ``stream`` reads."""
+        return f"{self._base}:on:{_check_name('stream', stream)}"
+
+    def undo(self, step: str) -> str:
+        """The stream of compensation events of one step."""
+        return f"{self._base}:undo:{_check_name('step', step)}"
+
+    @property
+    def outcome(self) -> str:
+        """The stream of finished sagas' outcomes (``on_outcome`` reads it)."""
+        return f"{self._base}:outcome"
+
+    def ledger(self, saga_id: str) -> str:
+        """Hash: state, times, cause, and each step's status, memo, error."""
+        return f"{self._base}:ledger:{saga_id}"
+
+    def stack(self, saga_id: str) -> str:
+        """List: the steps that committed, in commit order (compensation pops the end)."""
+        return f"{self._base}:stack:{saga_id}"
+
+    def timeline(self, saga_id: str) -> str:
+        """Stream, capped: what happened to the saga, in order."""
+        return f"{self._base}:timeline:{saga_id}"
+
+    def by_state(self, state: str) -> str:
+        """Zset: ids of the sagas in ``state``, scored by when they entered it (ms)."""
+        return f"{self._base}:state:{state}"
+
+    @property
+    def deadlines(self) -> str:
+        """Zset: ids of running sagas, scored by their deadline (ms)."""
+        return f"{self._base}:deadlines"
+
+    @property
+    def outbox(self) -> str:
+        """The outbox of the saga's slot: its steps' follow-ups to streams outside it."""
+        return f"{self._base}:outbox"
+
+    @property
+    def tag(self) -> str:
+        """The hash tag every key of this saga carries."""
+        return f"saga:{self.saga}"

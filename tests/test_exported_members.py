@@ -32,6 +32,7 @@ WORKERS_ALL = {
     "PoolConfig",
     "Retry",
     "SeawallError",
+    "StepAborted",
 }
 
 QUEUES_ALL = {

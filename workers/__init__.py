@@ -12,6 +12,7 @@ from workers.errors import (
     NonRetryable,
     Retry,
     SeawallError,
+    StepAborted,
 )
 from workers.middleware import Call, Next
 from workers.outcome import Outcome
@@ -31,4 +32,5 @@ __all__ = [
     "PoolConfig",
     "Retry",
     "SeawallError",
+    "StepAborted",
 ]

@@ -9,6 +9,7 @@ can see (see :mod:`workers.runtime.settle`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 
 from queues.envelope import Envelope, encode, follow_up_id
 from queues.keys import check_stream_name
+from workers.errors import StepAborted
 from workers.outcome import FollowUp
 
 _log = logging.getLogger("seawall.handler")
@@ -24,9 +26,45 @@ _log = logging.getLogger("seawall.handler")
 
 class FollowUpSink(Protocol):
     """Where a context puts what its handler publishes: the message's call, which hands
-    the follow-ups to the ack that commits them."""
+    the follow-ups (and a saga step's memo) to the ack that commits them."""
 
     def stage(self, follow_up: FollowUp) -> None: ...
+
+    def remember(self, memo: bytes) -> None: ...
+
+
+class SagaStep:
+    """``ctx.saga`` in a saga's step or compensation: which saga, which step, and the two
+    things a step may say besides its events."""
+
+    __slots__ = ("_sink", "id", "name", "step")
+
+    def __init__(self, sink: FollowUpSink, name: str, saga_id: str, step: str) -> None:
+        self._sink = sink
+        self.name = name
+        """The saga's name (``checkout``)."""
+        self.id = saga_id
+        self.step = step
+
+    @property
+    def key(self) -> str:
+        """``<saga id>:<step>``: the same on every attempt and redelivery, for the
+        idempotency keys of the services the step calls."""
+        return f"{self.id}:{self.step}"
+
+    def abort(self, reason: str) -> StepAborted:
+        """``raise ctx.saga.abort("card declined")``: no retries; the saga compensates."""
+        return StepAborted(reason)
+
+    def remember(self, memo: BaseModel | Mapping[str, Any]) -> None:
+        """What this step's compensation will receive (committed with the step's ack);
+        without it, the compensation receives the event the step handled."""
+        text = memo.model_dump_json() if isinstance(memo, BaseModel) else json.dumps(
+            dict(memo), separators=(",", ":"), default=str)
+        self._sink.remember(text.encode())
+
+    def __repr__(self) -> str:
+        return f"SagaStep({self.name!r}, id={self.id!r}, step={self.step!r})"
 
 
 class Context:
@@ -78,6 +116,18 @@ class Context:
     def headers(self) -> dict[str, str]:
         """Every envelope field but the payload, including unknown ones."""
         return self._envelope.headers
+
+    @property
+    def saga(self) -> SagaStep:
+        """The saga this message belongs to (``ctx.saga.key``, ``abort``, ``remember``);
+        ValueError outside a saga."""
+        fields = self._envelope.fields
+        name, saga_id = fields.get(b"saga"), fields.get(b"saga_id")
+        if not name or not saga_id:
+            raise ValueError(f"{self.handler}: this message is not part of a saga "
+                             "(no saga / saga_id fields)")
+        step = fields.get(b"step", b"")
+        return SagaStep(self._sink, name.decode(), saga_id.decode(), step.decode())
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -6,6 +6,8 @@
     ├── ConfigError          the app is declared wrongly; raised when it is built, naming the fix
     └── HandlerError         raised by (or on behalf of) a handler to steer what happens next
         ├── NonRetryable     fail for good now: straight to the dead letters
+        │   └── StepAborted  a saga step gives up on its saga (``raise ctx.saga.abort(...)``):
+        │                    its saga compensates, nothing is dead-lettered
         ├── Retry            try again after ``delay`` seconds (overrides the policy's wait)
         └── HandlerTimeout   the handler ran past its pool's or its own timeout (retried)
 
@@ -30,6 +32,11 @@ class HandlerError(SeawallError):
 
 class NonRetryable(HandlerError):
     """This message can never succeed: dead-letter it now, with this exception as the reason."""
+
+
+class StepAborted(NonRetryable):
+    """A saga step decided its saga cannot go on (a card declined): no retries, no dead
+    letter; the steps that committed are compensated, last first."""
 
 
 class Retry(HandlerError):

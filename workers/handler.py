@@ -21,12 +21,13 @@ from workers.context import Context
 from workers.errors import ConfigError
 from workers.middleware import Middleware
 from workers.options import positive, reject_unknown
+from workers.plugin import HandlerPlugin
 from workers.retry import RetryPolicy, make_policy
 
 HANDLER_OPTIONS = frozenset(
     {
         "name", "pool", "timeout", "claim_after", "max_deliveries", "stop", "wait", "retry",
-        "idempotent", "idempotency_ttl", "breaker", "fallback", "middleware",
+        "idempotent", "idempotency_ttl", "breaker", "fallback", "middleware", "plugin",
     }
 )
 
@@ -128,6 +129,8 @@ class HandlerSpec:
     """Called instead of the handler while its breaker is open; its success acks."""
     middleware: tuple[Middleware, ...] = ()
     """This handler's own middleware, outermost first (inside the app's)."""
+    plugin: HandlerPlugin | None = None
+    """Set by packages built on workers (sagas): settles some outcomes its own way."""
 
 
 def _fallback(func: Any, what: str) -> HandlerFunc | None:
@@ -244,4 +247,5 @@ def build_spec(func: Callable[..., Any], stream: str, options: dict[str, Any]) -
         breaker=breaker,
         fallback=fallback,
         middleware=middleware,
+        plugin=options.get("plugin"),
     )

@@ -37,8 +37,8 @@ from workers.outcome import NO_FOLLOW_UPS, FollowUp, Outcome
 class Call:
     """One message on its way through a handler's middleware."""
 
-    __slots__ = ("_staged", "duration", "envelope", "fallback", "handler", "pool", "started",
-                 "stream", "timed_out")
+    __slots__ = ("_staged", "duration", "envelope", "fallback", "handler", "memo", "pool",
+                 "started", "stream", "timed_out")
 
     def __init__(self, handler: str, pool: str, stream: str, envelope: Envelope,
                  started: float) -> None:
@@ -56,6 +56,8 @@ class Call:
         self.fallback = False
         """The fallback ran instead of the handler (the breaker was open)."""
         self._staged: list[FollowUp] | None = None
+        self.memo: bytes | None = None
+        """What a saga step remembered for its compensation (JSON), if anything."""
 
     @property
     def message_id(self) -> str:
@@ -85,6 +87,10 @@ class Call:
             self._staged = [follow_up]
         else:
             self._staged.append(follow_up)
+
+    def remember(self, memo: bytes) -> None:
+        """Keep ``memo`` (JSON) for the saga step's compensation, committed with the ack."""
+        self.memo = memo
 
     def take_staged(self) -> tuple[FollowUp, ...]:
         """The follow-ups staged so far, handed over once (an attempt that fails drops

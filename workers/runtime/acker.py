@@ -31,14 +31,30 @@ Contributor = Callable[[Any], "Callable[[Any], None] | None"]
 """Adds at most one command to a flush's pipeline; returns what to do with its reply."""
 PipelineOp = Callable[[Any], Awaitable[Any]]
 """Queues one command (usually a Lua script) on the pipeline it is given."""
+ReplyHandler = Callable[[Any], None]
+"""Reads the reply of an op's command (an exception object if the command failed)."""
 CommitKey = tuple[str, str, str, bool, int]
 """(source stream, outbox, group, delete on ack, marker ttl)."""
 
 
 class AckBatcher:
-    __slots__ = ("_acks", "_client", "_commits", "_contributors", "_deletes", "_flushing",
-                 "_observers", "_on_sent", "_ops", "_relays", "_scripts_loaded", "_settled",
-                 "_task", "_wake")
+    __slots__ = (
+        "__weakref__",
+        "_acks",
+        "_client",
+        "_commits",
+        "_contributors",
+        "_deletes",
+        "_flushing",
+        "_observers",
+        "_on_sent",
+        "_ops",
+        "_relays",
+        "_scripts_loaded",
+        "_settled",
+        "_task",
+        "_wake",
+    )
 
     def __init__(self, client: Any, observers: Sequence[Observer] = ()) -> None:
         self._client = client
@@ -46,7 +62,7 @@ class AckBatcher:
         self._commits: dict[CommitKey, list[Pending]] = {}
         self._relays: list[Relay] = []
         self._contributors: list[Contributor] = []
-        self._ops: list[PipelineOp] = []
+        self._ops: list[tuple[PipelineOp, ReplyHandler | None]] = []
         self._on_sent: list[Callable[[], None]] = []
         self._deletes: set[str] = set()
         """Streams whose acked entries are also deleted: retry streams, read by one group."""
@@ -87,13 +103,23 @@ class AckBatcher:
         no other group reads, would otherwise grow forever)."""
         self._deletes.add(stream)
 
-    def add_op(self, op: PipelineOp, on_sent: Callable[[], None] | None = None) -> None:
+    def add_op(self, op: PipelineOp, on_sent: Callable[[], None] | None = None,
+               on_reply: ReplyHandler | None = None) -> None:
         """Send ``op`` (an atomic script: retry later, dead-letter) with the next flush;
-        ``on_sent`` runs once the pipeline carrying it has executed."""
-        self._ops.append(op)
+        ``on_sent`` runs once the pipeline carrying it has executed, ``on_reply`` with the
+        reply of its command (not if the command must be sent again: Redis had lost the
+        script)."""
+        self._ops.append((op, on_reply))
         if on_sent is not None:
             self._on_sent.append(on_sent)
         self._wake.set()
+
+    def relay(self, relays: Sequence[Relay]) -> None:
+        """Relay follow-ups committed into an outbox (by an op's script) with the next
+        flush."""
+        if relays:
+            self._relays.extend(relays)
+            self._wake.set()
 
     @property
     def observed(self) -> bool:
@@ -170,7 +196,7 @@ class AckBatcher:
                     commit_calls.append((position, key, queue_commit(
                         pipe, source=stream, outbox=outbox_key, group=group, items=items,
                         drop_source=drop, marker_ttl=ttl)))
-                for op in ops:
+                for op, _ in ops:
                     op_positions.append(len(pipe.command_stack))
                     await op(pipe)
                 for step in self._contributors:
@@ -193,8 +219,12 @@ class AckBatcher:
                 lost = True
             elif not isinstance(reply, Exception):
                 self._relays.extend(call.read(reply)[1])
-        lost_ops = [op for op, at in zip(ops, op_positions, strict=True)
-                    if scripts.is_noscript(results[at])]
+        lost_ops = []
+        for (op, on_reply), at in zip(ops, op_positions, strict=True):
+            if scripts.is_noscript(results[at]):
+                lost_ops.append((op, on_reply))
+            elif on_reply is not None:
+                on_reply(results[at])
         if lost_ops or lost or any(scripts.is_noscript(results[at]) for at, _ in replies):
             self._scripts_loaded = False
             self._ops[:0] = lost_ops
@@ -215,7 +245,8 @@ class AckBatcher:
 
     def _restore(self, acks: dict[tuple[str, str], list[str]],
                  commits: dict[CommitKey, list[Pending]], relays: list[Relay],
-                 ops: list[PipelineOp], on_sent: list[Callable[[], None]],
+                 ops: list[tuple[PipelineOp, ReplyHandler | None]],
+                 on_sent: list[Callable[[], None]],
                  settled: list[tuple[Call, Outcome]]) -> None:
         """A flush that did not reach Redis: put everything back for the next one."""
         for key, ids in acks.items():

@@ -28,6 +28,7 @@ from queues.connection import connect, redact
 from queues.envelope import Envelope
 from workers.app import App
 from workers.handler import HandlerSpec
+from workers.plugin import BackgroundLoop
 from workers.pool_config import PoolConfig
 from workers.registry import write_registry
 from workers.runtime import recovery
@@ -123,6 +124,13 @@ class Pool:
             name=f"probe-lease:{c.name}") for c in self.consumers if c.gate is not None]
         background.append(asyncio.create_task(
             self._with_reconnect(self._sweep_outboxes, "outbox"), name="outbox-sweeper"))
+        loops: dict[str, BackgroundLoop] = {}
+        for spec in self.specs:
+            if spec.plugin is not None:
+                loops.update(spec.plugin.background())
+        background += [asyncio.create_task(
+            self._with_reconnect(partial(loop, self.client), name), name=name)
+            for name, loop in loops.items()]
         background.append(asyncio.create_task(
             self._with_reconnect(partial(self.counter.flush_forever, self.client), "counts"),
             name="outcome-counts"))
@@ -253,7 +261,8 @@ class Pool:
     async def _sweep_outboxes(self) -> None:
         """Relay follow-ups that a dead process committed into an outbox and never
         relayed (``queues.outbox``): every stream this pool reads, every few seconds."""
-        sources = sorted({c.keys.stream for c in self.consumers})
+        # (one stream per outbox: a saga's streams all share their saga's)
+        sources = sorted({c.keys.outbox: c.keys.stream for c in self.consumers}.values())
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             now_ms = int(time.time() * 1000)
@@ -282,7 +291,8 @@ class Pool:
         in_flight = InFlight()
         settler = Settler(handler=spec.name, stream=spec.stream, keys=spec.keys,
                           consumer=self.consumer, acker=acker, idempotent=spec.idempotent,
-                          marker_ttl=spec.idempotency_ttl, retry_due=mover.retry_due)
+                          marker_ttl=spec.idempotency_ttl, retry_due=mover.retry_due,
+                          plugin=spec.plugin)
         diverted: set[tuple[str, str]] = set()
         done_at_fetch: dict[tuple[str, str], bool] = {}
         client, keys = self.client, spec.keys

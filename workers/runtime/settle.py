@@ -31,6 +31,7 @@ from queues.envelope import ORIGIN_ENTRY_ID, Envelope
 from queues.keys import HandlerKeys
 from workers.middleware import Call
 from workers.outcome import Kind, Outcome
+from workers.plugin import HandlerPlugin
 from workers.runtime.acker import AckBatcher
 
 log = logging.getLogger("seawall.settle")
@@ -40,20 +41,21 @@ HOST = socket.gethostname()
 class Settler:
     """Turns one handler's outcomes into operations on the ack pipeline."""
 
-    __slots__ = ("_acker", "_consumer", "_group", "_handler", "_idempotent", "_keys",
-                 "_marker_ttl", "_observed", "_retry_due", "_stream")
+    __slots__ = ("_consumer", "_handler", "_idempotent", "_observed", "_plugin", "_retry_due",
+                 "_stream", "acker", "group", "keys", "marker_ttl")
 
     def __init__(self, *, handler: str, stream: str, keys: HandlerKeys, consumer: str,
                  acker: AckBatcher, idempotent: bool, marker_ttl: float,
-                 retry_due: Callable[[int], None]) -> None:
+                 retry_due: Callable[[int], None], plugin: HandlerPlugin | None = None) -> None:
         self._handler = handler
         self._stream = stream
-        self._keys = keys
-        self._group = keys.group
+        self.keys = keys
+        self.group = keys.group
         self._consumer = consumer
-        self._acker = acker
+        self.acker = acker
         self._idempotent = idempotent
-        self._marker_ttl = max(1, int(marker_ttl))
+        self.marker_ttl = max(1, int(marker_ttl))
+        self._plugin = plugin
         self._retry_due = retry_due
         """Told when a retry or a park is due, so the handler's mover looks by then."""
         self._observed = acker.observed
@@ -62,18 +64,20 @@ class Settler:
         """Queue what ``outcome`` means for ``call``'s message; never raises."""
         envelope = call.envelope
         kind = outcome.kind
-        if kind is Kind.OK or kind is Kind.FALLBACK:
-            marker = (self._keys.done(envelope.message_id)
+        if self._plugin is not None and self._plugin.settle(call, outcome, self):
+            pass
+        elif kind is Kind.OK or kind is Kind.FALLBACK:
+            marker = (self.keys.done(envelope.message_id)
                       if self._idempotent and kind is Kind.OK else None)
             if marker is None and not outcome.follow_ups:
-                self._acker.ack(envelope.source, self._group, envelope.entry_id)
+                self.acker.ack(envelope.source, self.group, envelope.entry_id)
             else:
                 pending = Pending(envelope.entry_id, marker,
                                   [(f.stream, f.fields) for f in outcome.follow_ups])
-                self._acker.commit(envelope.source, self._keys.outbox, self._group, pending,
-                                   self._marker_ttl)
+                self.acker.commit(envelope.source, self.keys.outbox, self.group, pending,
+                                   self.marker_ttl)
         elif kind is Kind.SKIPPED:
-            self._acker.ack(envelope.source, self._group, envelope.entry_id)
+            self.acker.ack(envelope.source, self.group, envelope.entry_id)
             log.info("message already completed by this handler; acked without running",
                      extra=self._describe(envelope))
         elif kind is Kind.RETRY or kind is Kind.PARKED:
@@ -81,12 +85,12 @@ class Settler:
         else:
             self._dead_letter(envelope, outcome)
         if self._observed:
-            self._acker.settled(call, outcome)
+            self.acker.settled(call, outcome)
 
     def drop(self, envelope: Envelope) -> None:
         """Ack an entry with nothing left to run or keep (trimmed from its stream while
         pending)."""
-        self._acker.ack(envelope.source, self._group, envelope.entry_id)
+        self.acker.ack(envelope.source, self.group, envelope.entry_id)
 
     def _describe(self, envelope: Envelope) -> dict[str, Any]:
         return {"handler": self._handler, "stream": envelope.source,
@@ -107,24 +111,25 @@ class Settler:
             # Parked, not failed: same attempt, and no failure time invented for it.
             fields = dict(envelope.fields)
             fields[ORIGIN_ENTRY_ID] = envelope.origin_entry_id.encode()
-        source, group, keys = envelope.source, self._group, self._keys
+        source, group, keys = envelope.source, self.group, self.keys
 
         async def op(pipe: Any) -> None:
             await schedule_retry(pipe, source_stream=source, group=group,
                                  entry_id=envelope.entry_id, delayed_key=keys.delayed,
                                  due_ms=due_ms, fields=fields, drop_source=source == keys.retry)
 
-        self._acker.add_op(op, on_sent=lambda: self._retry_due(due_ms))
+        self.acker.add_op(op, on_sent=lambda: self._retry_due(due_ms))
         if retried:
             log.info("handler failed; retry scheduled", extra={
                 **self._describe(envelope), "error_type": outcome.error_type,
                 "error": str(outcome.error)[:500], "retry_in": round((due_ms - now_ms) / 1000, 3)})
 
-    def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
+    def dead_letter_fields(self, envelope: Envelope, outcome: Outcome) -> dict[bytes, bytes]:
+        """The dead letter of ``envelope``: its fields, the error, traceback and context."""
         now_ms = int(time.time() * 1000)
         error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
         first = envelope.first_failed_at_ms
-        fields = dead_letter_fields(
+        return dead_letter_fields(
             envelope.fields, handler=self._handler, stream=self._stream,
             origin_entry_id=envelope.origin_entry_id, attempts=envelope.attempt,
             error_type=type(error).__name__, error=str(error),
@@ -132,14 +137,20 @@ class Settler:
             first_failed_at_ms=first if first is not None else now_ms, failed_at_ms=now_ms,
             consumer=self._consumer, host=HOST, reason=outcome.reason,
         )
-        source, group, keys = envelope.source, self._group, self._keys
+
+    def log_dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
+        log.error("message dead-lettered", extra={
+            **self._describe(envelope), "reason": outcome.reason,
+            "error_type": outcome.error_type, "error": str(outcome.error)[:500]})
+
+    def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
+        fields = self.dead_letter_fields(envelope, outcome)
+        source, group, keys = envelope.source, self.group, self.keys
 
         async def op(pipe: Any) -> None:
             await dead_letter(pipe, source_stream=source, group=group,
                               entry_id=envelope.entry_id, dlq_key=keys.dlq, fields=fields,
                               drop_source=source == keys.retry)
 
-        self._acker.add_op(op)
-        log.error("message dead-lettered", extra={
-            **self._describe(envelope), "reason": outcome.reason,
-            "error_type": type(error).__name__, "error": str(error)[:500]})
+        self.acker.add_op(op)
+        self.log_dead_letter(envelope, outcome)

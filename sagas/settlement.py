@@ -1,0 +1,247 @@
+"""How a saga's steps and compensations are settled: through the saga scripts
+(``queues.saga_store``) instead of the plain ack, so that the ack, the saga's ledger and the
+next event change together (one script, one slot). Batched: one script call per source
+stream and ack flush, like the plain acks.
+
+A step that returned commits (``saga_step.lua``): its memo, its place on the saga's stack,
+its events; a step that failed for good turns the saga back (``saga_fail.lua``). A
+compensation that returned sends the next one (``saga_undone.lua``); one that failed for
+good leaves the saga failed (``saga_undo_failed.lua``). Retries, parking and skips go the
+runtime's usual way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from queues import saga_store
+from queues.commit import pack_fields
+from queues.keys import SagaKeys
+from queues.saga_store import SagaLayout, StepDone, StepFailed, UndoFailed, Undone
+from workers.errors import StepAborted
+from workers.middleware import Call
+from workers.outcome import Kind, Outcome
+from workers.plugin import BackgroundLoop
+
+if TYPE_CHECKING:
+    from workers.runtime.acker import AckBatcher
+    from workers.runtime.settle import Settler
+
+log = logging.getLogger("seawall.saga")
+
+DEADLINE_SWEEP_SECONDS = 1.0
+
+Queue = Callable[[Any, str, list[Any], "Settler"], Any]
+Read = Callable[[Any, Any, "Settler"], None]
+
+
+class _Batches:
+    """Items waiting for the next flush, one script call per source stream: the op is
+    registered with the first item and takes the list when the flush runs (a flush that
+    fails sends the same items again)."""
+
+    def __init__(self, queue: Queue, read: Read) -> None:
+        self._queue = queue
+        self._read = read
+        self._open: WeakKeyDictionary[AckBatcher, dict[str, list[Any]]] = WeakKeyDictionary()
+
+    def add(self, settler: Settler, source: str, item: Any) -> None:
+        acker = settler.acker
+        open_batches = self._open.setdefault(acker, {})
+        items = open_batches.get(source)
+        if items is not None:
+            items.append(item)
+            return
+        items = open_batches[source] = [item]
+        sent: list[Any] = []
+
+        async def op(pipe: Any) -> None:
+            if open_batches.get(source) is items:
+                del open_batches[source]  # later items start a batch of their own
+            sent[:] = [self._queue(pipe, source, items, settler)]
+
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, Exception):
+                log.error("a saga script failed; its messages stay pending and will be "
+                          "delivered again", extra={"error": repr(reply)[:500]})
+                return
+            self._read(sent[0], reply, settler)
+
+        acker.add_op(op, on_reply=on_reply)
+
+
+class SagaRuntime:
+    """What the runtime needs of one saga type: its layout and its scripts' batches."""
+
+    def __init__(self, keys: SagaKeys, retention_s: int,
+                 undoable: Callable[[], tuple[str, ...]]) -> None:
+        self.keys = keys
+        self._retention_s = retention_s
+        self._undoable = undoable
+        self._layout: SagaLayout | None = None
+
+    @property
+    def layout(self) -> SagaLayout:
+        """Built at first use, once every step and compensation is declared."""
+        if self._layout is None:
+            self._layout = SagaLayout(self.keys, self._undoable(), self._retention_s)
+        return self._layout
+
+    def deadline_loop(self) -> tuple[str, BackgroundLoop]:
+        async def sweep(client: Any) -> None:
+            while True:
+                await asyncio.sleep(DEADLINE_SWEEP_SECONDS)
+                now_ms = int(time.time() * 1000)
+                for saga_id in await saga_store.due(client, self.keys, now_ms=now_ms):
+                    if await saga_store.abort(client, self.layout, saga_id, cause="timed_out",
+                                              only_if_due=True, now_ms=now_ms):
+                        log.warning("saga deadline passed; compensating", extra={
+                            "saga": self.keys.saga, "saga_id": saga_id})
+
+        return f"saga-deadlines:{self.keys.saga}", sweep
+
+
+def _saga_id(call: Call) -> str:
+    raw = call.envelope.fields.get(b"saga_id")
+    return raw.decode() if raw else ""
+
+
+def _step(call: Call) -> str:
+    raw = call.envelope.fields.get(b"step")
+    return raw.decode() if raw else ""
+
+
+class StepPlugin:
+    """A saga step's settlement: commit with the ledger, or turn the saga back."""
+
+    def __init__(self, saga: SagaRuntime, step: str, routes: Callable[[], dict[str, str]],
+                 undo_if_failed: bool) -> None:
+        self._saga = saga
+        self._step = step
+        self._routes = routes
+        """stream -> the saga's step reacting to it: events published there stay inside."""
+        self._undo_if_failed = undo_if_failed
+        self._commits = _Batches(self._queue_commits, self._read_commits)
+        self._failures = _Batches(self._queue_failures, _ignore)
+
+    def background(self) -> Sequence[tuple[str, BackgroundLoop]]:
+        return [self._saga.deadline_loop()]
+
+    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> bool:
+        kind = outcome.kind
+        envelope = call.envelope
+        saga_id = _saga_id(call)
+        if not saga_id:
+            return False  # not a saga message (someone wrote to the stream by hand)
+        if kind is Kind.OK or kind is Kind.FALLBACK:
+            keys, routes = self._saga.keys, self._routes()
+            follow_ups: list[tuple[str, Any]] = []
+            for follow_up in outcome.follow_ups:
+                fields = dict(follow_up.fields)
+                fields["saga"], fields["saga_id"] = keys.saga, saga_id
+                step = routes.get(follow_up.stream)
+                if step is not None:
+                    fields["step"] = step
+                    follow_ups.append((keys.on(follow_up.stream), fields))
+                else:
+                    follow_ups.append((follow_up.stream, fields))
+            memo = call.memo if call.memo is not None else envelope.payload
+            self._commits.add(settler, envelope.source, StepDone(
+                envelope.entry_id, saga_id, self._step, settler.keys.done(envelope.message_id),
+                memo, follow_ups))
+            return True
+        if kind is Kind.DEAD_LETTER:
+            aborted = isinstance(outcome.error, StepAborted)
+            letter = b"" if aborted else pack_fields(settler.dead_letter_fields(envelope,
+                                                                                outcome))
+            if not aborted:
+                settler.log_dead_letter(envelope, outcome)
+            memo = call.memo if call.memo is not None else envelope.payload
+            self._failures.add(settler, envelope.source, StepFailed(
+                envelope.entry_id, saga_id, self._step, letter,
+                "aborted" if aborted else "step_failed", str(outcome.error)[:500],
+                self._undo_if_failed, memo))
+            return True
+        return False
+
+    def _queue_commits(self, pipe: Any, source: str, items: list[StepDone],
+                       settler: Settler) -> Any:
+        return saga_store.queue_step_commit(
+            pipe, self._saga.layout, source=source, group=settler.group, items=items,
+            drop_source=source == settler.keys.retry, marker_ttl=settler.marker_ttl,
+            now_ms=int(time.time() * 1000))
+
+    def _read_commits(self, call: Any, reply: Any, settler: Settler) -> None:
+        codes, relays = call.read(reply)
+        settler.acker.relay(relays)
+        for item, code in zip(call.items, codes, strict=True):
+            if code == 3:
+                log.warning("saga step finished after its saga stopped; compensating it",
+                            extra={"saga_id": item.saga_id, "step": item.step})
+            elif code == 4:
+                log.warning("saga step for an unknown or expired saga; acked, nothing sent",
+                            extra={"saga_id": item.saga_id, "step": item.step})
+
+    def _queue_failures(self, pipe: Any, source: str, items: list[StepFailed],
+                        settler: Settler) -> None:
+        saga_store.queue_step_failures(
+            pipe, self._saga.layout, source=source, dlq=settler.keys.dlq, group=settler.group,
+            items=items, drop_source=source == settler.keys.retry,
+            now_ms=int(time.time() * 1000))
+
+
+class UndoPlugin:
+    """A compensation's settlement: the next compensation, or the saga failed."""
+
+    def __init__(self, saga: SagaRuntime, step: str) -> None:
+        self._saga = saga
+        self._step = step
+        self._done = _Batches(self._queue_done, _ignore)
+        self._failures = _Batches(self._queue_failures, _ignore)
+
+    def background(self) -> Sequence[tuple[str, BackgroundLoop]]:
+        return [self._saga.deadline_loop()]
+
+    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> bool:
+        kind = outcome.kind
+        envelope = call.envelope
+        saga_id = _saga_id(call)
+        if not saga_id:
+            return False
+        late = envelope.fields.get(b"late") == b"1"
+        if kind is Kind.OK or kind is Kind.FALLBACK:
+            self._done.add(settler, envelope.source, Undone(
+                envelope.entry_id, saga_id, self._step,
+                settler.keys.done(envelope.message_id), late))
+            return True
+        if kind is Kind.DEAD_LETTER:
+            settler.log_dead_letter(envelope, outcome)
+            self._failures.add(settler, envelope.source, UndoFailed(
+                envelope.entry_id, saga_id, self._step,
+                pack_fields(settler.dead_letter_fields(envelope, outcome)),
+                str(outcome.error)[:500], late))
+            return True
+        return False
+
+    def _queue_done(self, pipe: Any, source: str, items: list[Undone],
+                    settler: Settler) -> None:
+        saga_store.queue_undone(
+            pipe, self._saga.layout, source=source, group=settler.group, items=items,
+            drop_source=source == settler.keys.retry, marker_ttl=settler.marker_ttl,
+            now_ms=int(time.time() * 1000))
+
+    def _queue_failures(self, pipe: Any, source: str, items: list[UndoFailed],
+                        settler: Settler) -> None:
+        saga_store.queue_undo_failures(
+            pipe, self._saga.layout, source=source, dlq=settler.keys.dlq, group=settler.group,
+            items=items, drop_source=source == settler.keys.retry,
+            now_ms=int(time.time() * 1000))
+
+
+def _ignore(call: Any, reply: Any, settler: Settler) -> None:
+    return None

@@ -1,0 +1,86 @@
+"""Sagas end to end in a pool in the test's process, against the real Redis: every saga
+ends in a final state whose net effect on the external service is consistent (completed:
+every step applied once; compensated: every applied step undone once, last first)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from e2e.failure_helpers import Lab, PoolRun
+from saga_helpers import STEPS, Checkout, Order, checkout_saga, cleanup_saga
+
+from queues import saga_store
+from workers.context import Context
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def lab_pool() -> dict[str, int]:
+    return {"concurrency": 16}
+
+
+@pytest.fixture
+async def checkout(lab: Lab, aredis: aioredis.Redis) -> AsyncIterator[Checkout]:
+    world = checkout_saga(lab, aredis)
+    yield world
+    await cleanup_saga(aredis, world.saga)
+
+
+async def _until_final(pool: PoolRun, world: Checkout, ids: list[str]) -> dict[str, str]:
+    async def final() -> dict[str, str] | None:
+        states = await world.states(ids)
+        return states if all(s in saga_store.FINAL for s in states.values()) else None
+
+    return await pool.until(final, within=20, interval=0.05, what="every saga final")
+
+
+async def test_a_saga_whose_steps_all_commit_completes_each_applied_once(
+        lab: Lab, checkout: Checkout) -> None:
+    # Given the checkout saga, when one saga runs with nothing failing,
+    assert await checkout.saga.start(Order(n=1), saga_id="s1")
+    assert not await checkout.saga.start(Order(n=1), saga_id="s1")  # idempotent on its id
+    async with PoolRun(lab.app) as pool:
+        states = await _until_final(pool, checkout, ["s1"])
+    # then it completed, each step applied once, nothing undone,
+    assert states == {"s1": "completed"}
+    applied, undone = await checkout.service.counts()
+    assert applied == {f"{step}|s1:{step}": 1 for step in STEPS}
+    assert undone == {}
+    # and its ledger says so, step by step.
+    ledger = await saga_store.ledger(lab.app.async_client, checkout.saga.keys, "s1")
+    assert {ledger[f"step:{s}"] for s in STEPS} == {"committed"}
+
+
+@pytest.mark.parametrize("failing", STEPS)
+@pytest.mark.parametrize("how", ["abort", "retries exhausted"])
+async def test_a_step_failing_for_good_compensates_the_committed_ones_last_first(
+        lab: Lab, checkout: Checkout, failing: str, how: str) -> None:
+    # Given step k fails for good (it aborts, or raises on every attempt),
+    def fail(order: Order, ctx: Context) -> None:
+        if how == "abort":
+            raise ctx.saga.abort("card declined")
+        raise ConnectionError("the warehouse is down")
+
+    checkout.fail[failing] = fail
+    # when a saga runs,
+    await checkout.saga.start(Order(n=1), saga_id="s1")
+    async with PoolRun(lab.app) as pool:
+        states = await _until_final(pool, checkout, ["s1"])
+    # then it ends compensated: the steps before k were applied once and undone once, in
+    # the reverse order; step k and the ones after it never applied.
+    assert states == {"s1": "compensated"}
+    before = list(STEPS[:STEPS.index(failing)])
+    applied, undone = await checkout.service.counts()
+    assert applied == {f"{s}|s1:{s}": 1 for s in before}
+    assert undone == {f"{s}|s1:{s}": 1 for s in before}
+    assert await checkout.service.journal() == (
+        [f"do {s} s1:{s}" for s in before] + [f"undo {s} s1:{s}" for s in reversed(before)])
+    ledger = await saga_store.ledger(lab.app.async_client, checkout.saga.keys, "s1")
+    assert ledger["cause"] == ("aborted" if how == "abort" else "step_failed")
+    assert ledger["failed_step"] == failing
+    # A failure is dead-lettered; an abort is a decision, not a dead letter.
+    dlq = lab.app.handlers[f"{checkout.saga.name}.{failing}"].keys.dlq
+    assert await lab.app.async_client.xlen(dlq) == (0 if how == "abort" else 1)
