@@ -46,13 +46,15 @@ class SagaLayout:
     undoable: tuple[str, ...]
     """The steps that have a compensation, in declared order."""
     retention_s: int = 7 * 24 * 3600
+    outcomes: bool = False
+    """The saga has an ``on_outcome`` handler: finished sagas are sent to it."""
 
     def header(self, now_ms: int) -> tuple[list[str], list[Any]]:
         k = self.keys
         key_list = [*(k.by_state(s) for s in STATES), k.deadlines, k.outcome,
                     k.outbox, *(k.undo(s) for s in self.undoable)]
         args: list[Any] = [k.saga, len(self.undoable), *self.undoable, int(now_ms),
-                           int(self.retention_s)]
+                           int(self.retention_s), "1" if self.outcomes else "0"]
         return key_list, args
 
     def instance(self, saga_id: str) -> list[str]:

@@ -91,7 +91,9 @@ class Saga:
         if retention_s is None or retention_s < 1:
             raise ConfigError(f"Saga({name!r}): retention must be at least a second")
         self.steps: list[Step] = []
-        self.runtime = SagaRuntime(self.keys, int(retention_s), self._undoable)
+        self.has_outcome_handler = False
+        self.runtime = SagaRuntime(self.keys, int(retention_s), self._undoable,
+                                   lambda: self.has_outcome_handler)
 
     # -- declaring -------------------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class Saga:
             options.setdefault("idempotent", True)
             self.app.handler(self.keys.outcome, name=f"{self.name}.on_outcome",
                              **options)(f)
+            self.has_outcome_handler = True
             return f
 
         return register(func) if func is not None else register

@@ -79,17 +79,19 @@ class SagaRuntime:
     """What the runtime needs of one saga type: its layout and its scripts' batches."""
 
     def __init__(self, keys: SagaKeys, retention_s: int,
-                 undoable: Callable[[], tuple[str, ...]]) -> None:
+                 undoable: Callable[[], tuple[str, ...]], outcomes: Callable[[], bool]) -> None:
         self.keys = keys
         self._retention_s = retention_s
         self._undoable = undoable
+        self._outcomes = outcomes
         self._layout: SagaLayout | None = None
 
     @property
     def layout(self) -> SagaLayout:
         """Built at first use, once every step and compensation is declared."""
         if self._layout is None:
-            self._layout = SagaLayout(self.keys, self._undoable(), self._retention_s)
+            self._layout = SagaLayout(self.keys, self._undoable(), self._retention_s,
+                                      self._outcomes())
         return self._layout
 
     def deadline_loop(self) -> tuple[str, BackgroundLoop]:

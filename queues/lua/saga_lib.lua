@@ -12,6 +12,7 @@
 -- ARGV[2]     n, then ARGV[3..2+n] those steps' names, in the same order
 -- ARGV[3+n]   now, ms
 -- ARGV[4+n]   how long a finished saga's ledger is kept, in seconds
+-- ARGV[5+n]   "1" if the saga has an on_outcome handler (else no outcome stream is kept)
 -- The script's own keys and arguments follow (KEY0 and ARG0 are where they start).
 local STATES = {running = 1, completed = 2, compensating = 3, timed_out = 4,
                 compensated = 5, failed = 6}
@@ -23,8 +24,9 @@ for i = 1, STEPS do
 end
 local NOW = tonumber(ARGV[3 + STEPS])
 local RETENTION = tonumber(ARGV[4 + STEPS])
+local OUTCOMES = ARGV[5 + STEPS] == '1'
 local KEY0 = 10 + STEPS
-local ARG0 = 5 + STEPS
+local ARG0 = 6 + STEPS
 
 local function unpacked(packed)
   local fields, at, size = {}, 1, #packed
@@ -57,12 +59,15 @@ local function finish(ledger, stack, timeline, saga_id, state)
   set_state(ledger, saga_id, state)
   redis.call('ZREM', KEYS[7], saga_id)
   note(timeline, state, '', '')
-  local cause = redis.call('HGET', ledger, 'cause') or ''
-  local failed_step = redis.call('HGET', ledger, 'failed_step') or ''
-  local payload = cjson.encode({saga = SAGA, saga_id = saga_id, state = state,
-                                cause = cause, failed_step = failed_step})
-  redis.call('XADD', KEYS[8], '*', 'payload', payload, 'id', saga_id .. ':outcome:' .. state,
-             'type', 'SagaOutcome', 'saga', SAGA, 'saga_id', saga_id)
+  if OUTCOMES then
+    local cause = redis.call('HGET', ledger, 'cause') or ''
+    local failed_step = redis.call('HGET', ledger, 'failed_step') or ''
+    local payload = cjson.encode({saga = SAGA, saga_id = saga_id, state = state,
+                                  cause = cause, failed_step = failed_step})
+    redis.call('XADD', KEYS[8], '*', 'payload', payload, 'id',
+               saga_id .. ':outcome:' .. state, 'type', 'SagaOutcome', 'saga', SAGA,
+               'saga_id', saga_id)
+  end
   if state ~= 'failed' then
     for _, key in ipairs({ledger, stack, timeline}) do
       redis.call('EXPIRE', key, RETENTION)

@@ -12,6 +12,7 @@ from e2e.failure_helpers import Lab, PoolRun
 from saga_helpers import STEPS, Checkout, Order, checkout_saga, cleanup_saga
 
 from queues import saga_store
+from sagas import SagaOutcome
 from workers.context import Context
 
 pytestmark = pytest.mark.slow
@@ -84,3 +85,26 @@ async def test_a_step_failing_for_good_compensates_the_committed_ones_last_first
     # A failure is dead-lettered; an abort is a decision, not a dead letter.
     dlq = lab.app.handlers[f"{checkout.saga.name}.{failing}"].keys.dlq
     assert await lab.app.async_client.xlen(dlq) == (0 if how == "abort" else 1)
+
+
+async def test_on_outcome_hears_each_finished_saga_once(lab: Lab, checkout: Checkout) -> None:
+    heard: list[tuple[str, str, str]] = []
+
+    # Given an outcome handler, and one saga that completes and one whose step 2 aborts,
+    @checkout.saga.on_outcome
+    async def notify(outcome: SagaOutcome) -> None:
+        heard.append((outcome.saga_id, outcome.state, outcome.failed_step))
+
+    def abort_the_second(order: Order, ctx: Context) -> None:
+        if order.n == 2:
+            raise ctx.saga.abort("out of stock")
+
+    checkout.fail["reserve"] = abort_the_second
+    for n in (1, 2):
+        await checkout.saga.start(Order(n=n), saga_id=f"s{n}")
+    # when both run,
+    async with PoolRun(lab.app) as pool:
+        await _until_final(pool, checkout, ["s1", "s2"])
+        await pool.until(lambda: len(heard) == 2, within=10, what="both outcomes")
+    # then it heard each once, with its final state.
+    assert sorted(heard) == [("s1", "completed", ""), ("s2", "compensated", "reserve")]
