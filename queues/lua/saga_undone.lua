@@ -33,6 +33,17 @@ for _ = 1, count do
     if state and redis.call('HGET', ledger, 'step:' .. step) ~= 'compensated' then
       redis.call('HSET', ledger, 'step:' .. step, 'compensated')
       note(timeline, 'compensated', step, late and 'late step' or '')
+      if not late and state == 'failed'
+          and redis.call('HGET', ledger, 'failed_step') == step then
+        -- the failed compensation was replayed from the dead letters and succeeded: the
+        -- chain resumes as after `seawall saga retry`
+        set_state(ledger, saga_id, 'compensating')
+        for _, key in ipairs({ledger, stack, timeline}) do
+          redis.call('PERSIST', key)
+        end
+        state = 'compensating'
+        redis.call('HSET', ledger, 'undoing', step)
+      end
       if not late and (state == 'compensating' or state == 'timed_out')
           and redis.call('HGET', ledger, 'undoing') == step then
         undo_next(ledger, stack, timeline, saga_id)
