@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -25,11 +26,16 @@ from workers.runtime.supervisor import Supervisor
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running handlers get to finish after the first SIGTERM/SIGINT.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["json", "text"]), default=None,
+              help="Default: text on a terminal, JSON lines otherwise.")
 @redis_url_option
 def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
-        processes: int | None, grace: float, log_level: str, redis_url: str | None) -> None:
+        processes: int | None, grace: float, log_level: str, log_format: str | None,
+        redis_url: str | None) -> None:
     """Run the pools of APP (module:attribute), e.g. `seawall run shop.app:app`."""
-    logs.configure(log_level, role="supervisor")
+    log_format = log_format or logs.default_format()
+    os.environ["SEAWALL_LOG_FORMAT"] = log_format  # the pool processes log the same way
+    logs.configure(log_level, log_format=log_format, role="supervisor")
     try:
         app = load_app(app_path)
     except ConfigError as exc:

@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--log-level", default=os.environ.get("SEAWALL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=("json", "text"),
+                        default=os.environ.get("SEAWALL_LOG_FORMAT") or None)
     args = parser.parse_args(argv)
-    logs.configure(args.log_level, pool=args.pool, slot=args.slot)
+    logs.configure(args.log_level, log_format=args.log_format, pool=args.pool, slot=args.slot)
     try:
         app = load_app(args.app)
         if args.pool not in app.pools:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from queues.envelope import Envelope
 from workers.errors import HandlerTimeout
+from workers.logs import CURRENT_CALL
 from workers.middleware import Call, Next
 from workers.outcome import Outcome
 from workers.retry import RetryPolicy
@@ -53,6 +54,7 @@ class Runner:
         call = Call(self.name, self._pool, self.stream, envelope, started)
         worker.call = call
         self._in_flight.started(key, started)
+        token = CURRENT_CALL.set(call)
         try:
             try:
                 outcome = await self._stack(call)
@@ -72,6 +74,7 @@ class Runner:
                 outcome = failure_outcome(self._policy, envelope, exc, time.time())
             self._settler.settle(call, outcome)
         finally:
+            CURRENT_CALL.reset(token)
             self._limiter.release()
             self._in_flight.finished(key)
 

@@ -19,6 +19,7 @@ the common case pays for what it uses only.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -71,8 +72,9 @@ class Invoke:
             if func.is_async:
                 await func.func(*args)
             else:
+                # (in a copy of this context: the thread's log lines carry the ids too)
                 await asyncio.get_running_loop().run_in_executor(
-                    self._executor, partial(func.func, *args))
+                    self._executor, contextvars.copy_context().run, partial(func.func, *args))
         except asyncio.CancelledError:
             if not call.timed_out:
                 raise
