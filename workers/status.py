@@ -1,7 +1,8 @@
 """What ``seawall status`` reports, gathered from Redis alone (no app import needed):
 per handler its stream, pool, group, lag, pending, consumers, delayed retries, dead
 letters and how its messages were settled (the outcome counts); per pool the processes
-whose heartbeat is recent."""
+whose heartbeat is recent; per saga type (found in the registry by its handlers' streams)
+how many sagas are in each state."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from queues import outcome_counts
+from queues import outcome_counts, saga_store
 from queues.backlog import handler_backlog_sync
 from queues.breaker_store import read_state_sync
 from queues.registry_store import read_heartbeats_sync
+from queues.saga_registry import saga_types
 from workers.registry import HandlerRecord, read_registry_sync
 
 ALIVE_WITHIN_MS = 15_000
@@ -46,13 +48,23 @@ class PoolStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SagaStatus:
+    name: str
+    counts: dict[str, int]
+    """Sagas in each state (every state of ``queues.saga_store.STATES``; finished ones
+    within the retention)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     handlers: list[HandlerStatus]
     pools: list[PoolStatus]
+    sagas: list[SagaStatus] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"handlers": [asdict(h) for h in self.handlers],
-                "pools": [asdict(p) for p in self.pools]}
+                "pools": [asdict(p) for p in self.pools],
+                "sagas": [asdict(s) for s in self.sagas]}
 
 
 def handler_status(client: Any, record: HandlerRecord, breaker: str | None = None,
@@ -95,9 +107,16 @@ def breaker_state(client: Any, record: HandlerRecord) -> str | None:
     return snapshot.state
 
 
+def saga_statuses(client: Any, records: dict[str, HandlerRecord]) -> list[SagaStatus]:
+    """Per saga type in the registry, how many sagas are in each state."""
+    types = saga_types((r.name, r.stream) for r in records.values())
+    return [SagaStatus(name, saga_store.counts_sync(client, t.keys))
+            for name, t in types.items()]
+
+
 def collect(client: Any) -> StatusReport:
     records = read_registry_sync(client)
     counts = outcome_counts.read_sync(client)
     handlers = [handler_status(client, r, breaker_state(client, r), counts.get(r.name))
                 for r in records.values()]
-    return StatusReport(handlers, pool_statuses(client))
+    return StatusReport(handlers, pool_statuses(client), saga_statuses(client, records))

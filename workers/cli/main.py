@@ -9,6 +9,7 @@ from workers.cli.demo import demo
 from workers.cli.dlq import dlq
 from workers.cli.publish import publish
 from workers.cli.run import run
+from workers.cli.saga import saga
 from workers.cli.status import status
 
 
@@ -18,7 +19,7 @@ def cli() -> None:
     """seawall: Redis Streams workers with bulkheads, circuit breakers and dead letters."""
 
 
-for command in (run, publish, status, dlq, breaker, demo):
+for command in (run, publish, status, dlq, breaker, saga, demo):
     cli.add_command(command)
 
 

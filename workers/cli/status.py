@@ -1,4 +1,5 @@
-"""``seawall status``: every handler's backlog and every pool's live processes."""
+"""``seawall status``: every handler's backlog, every pool's live processes, and how many
+sagas of each type are in each state."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 
 from workers.cli.common import redis_url_option, sync_client
 from workers.cli.table import render_table
-from workers.status import HandlerStatus, StatusReport, collect
+from workers.status import HandlerStatus, SagaStatus, StatusReport, collect
 
 MAIN_OUTCOMES = ("ok", "retry", "dead_letter")
 """The kinds of settled outcome in the table's last column, as ``ok/retry/dead``; the
@@ -24,6 +25,11 @@ def settled(status: HandlerStatus) -> str:
     return " ".join([cell, *extras])
 
 
+def saga_line(status: SagaStatus) -> list[str]:
+    """One saga type's row: its name, then ``<state> <count>`` for every state."""
+    return [status.name, *(f"{state} {n}" for state, n in status.counts.items())]
+
+
 def render(report: StatusReport) -> str:
     if not report.handlers:
         return "no handlers registered yet: start an app with `seawall run module:app`"
@@ -35,6 +41,12 @@ def render(report: StatusReport) -> str:
     pool_rows = [[p.app, p.name, str(p.alive), str(len(p.processes))] for p in report.pools]
     if pool_rows:
         out += "\n\n" + render_table(["app", "pool", "alive", "known processes"], pool_rows)
+    if report.sagas:
+        lines = [saga_line(s) for s in report.sagas]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+        out += "\n\nsagas:\n" + "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            for line in lines)
     return out
 
 
@@ -45,7 +57,8 @@ def render(report: StatusReport) -> str:
 @redis_url_option
 def status(as_json: bool, watch: float | None, redis_url: str | None) -> None:
     """Per handler: stream, pool, group lag, pending, retries, dead letters, and how many
-    messages were settled (ok / retried / dead-lettered); per pool: processes."""
+    messages were settled (ok / retried / dead-lettered); per pool: processes; per saga
+    type: sagas in each state."""
     client = sync_client(redis_url)
     while True:
         report = collect(client)
