@@ -96,7 +96,8 @@ class StepDone:
     marker: str
     memo: bytes
     follow_ups: Sequence[tuple[str, Fields]]
-    """(target stream key, fields): a saga stream of this saga type, or any other stream."""
+    """(target stream key, fields): a step stream of this saga type (the saga goes on), or
+    any other stream."""
 
 
 @dataclass(slots=True)
@@ -156,6 +157,7 @@ def queue_step_commit(pipe: Any, layout: SagaLayout, *, source: str, group: str,
     keys.add(source)
     call = StepCommitCall(layout.keys.outbox, items)
     saga_slot = slot_of(source)
+    steps_prefix = layout.keys.on("x")[:-1]
     args += [group, "1" if drop_source else "0", int(marker_ttl), len(items)]
     for item in items:
         base = keys.add_instance(layout, item.saga_id, item.marker)
@@ -163,11 +165,12 @@ def queue_step_commit(pipe: Any, layout: SagaLayout, *, source: str, group: str,
         outboxed: list[tuple[str, bytes]] = []
         for target, fields in item.follow_ups:
             packed = pack_fields(fields)
+            forward = "1" if target.startswith(steps_prefix) else "0"
             if slot_of(target) == saga_slot:
-                args += [keys.add(target), target, packed]
+                args += [keys.add(target), forward, target, packed]
             else:
                 outboxed.append((target, packed))
-                args += [0, target, packed]
+                args += [0, "0", target, packed]
         call.outboxed.append(outboxed)
     _STEP.queue(pipe, keys.key_list, args)
     return call

@@ -140,6 +140,14 @@ class StepPlugin:
         saga_id = _saga_id(call)
         if not saga_id:
             return False  # not a saga message (someone wrote to the stream by hand)
+        if (kind is Kind.OK or kind is Kind.FALLBACK) and self._branches(outcome) > 1:
+            # A saga is a chain: two events for its steps would be two branches, and the
+            # first to end would complete the saga under the other one.
+            outcome = Outcome.dead_letter(StepAborted(
+                f"saga step {self._step!r} sent events to {self._branches(outcome)} of the "
+                "saga's steps; a saga is a chain: send one event to the next step"),
+                "saga steps form a chain")
+            kind = outcome.kind
         if kind is Kind.OK or kind is Kind.FALLBACK:
             keys, routes = self._saga.keys, self._routes()
             follow_ups: list[tuple[str, Any]] = []
@@ -170,6 +178,10 @@ class StepPlugin:
                 self._undo_if_failed, memo))
             return True
         return False
+
+    def _branches(self, outcome: Outcome) -> int:
+        routes = self._routes()
+        return sum(1 for f in outcome.follow_ups if f.stream in routes)
 
     def _queue_commits(self, pipe: Any, source: str, items: list[StepDone],
                        settler: Settler) -> Any:

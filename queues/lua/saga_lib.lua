@@ -105,6 +105,17 @@ local function turn_back(ledger, stack, timeline, saga_id, state, cause, step)
     redis.call('HSET', ledger, 'failed_step', step)
   end
   redis.call('ZREM', KEYS[7], saga_id)
-  note(timeline, state, step or '', cause)
+  note(timeline, 'stopped', step or '', cause)
   return undo_next(ledger, stack, timeline, saga_id)
+end
+
+-- After a person answered a failed compensation: the saga's cause is again why it stopped
+-- going forward, not the compensation's failure (kept aside by saga_undo_failed.lua).
+local function restore_cause(ledger)
+  local cause = redis.call('HGET', ledger, 'stopped_cause')
+  if cause then
+    redis.call('HSET', ledger, 'cause', cause, 'failed_step',
+               redis.call('HGET', ledger, 'stopped_step') or '')
+    redis.call('HDEL', ledger, 'stopped_cause', 'stopped_step')
+  end
 end

@@ -21,6 +21,7 @@ if action == 'skip' and wanted ~= step then
                            wanted .. "'s")
 end
 set_state(ledger, saga_id, 'compensating')
+restore_cause(ledger)
 for _, key in ipairs({ledger, stack, timeline}) do
   redis.call('PERSIST', key)
 end

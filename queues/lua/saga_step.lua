@@ -9,8 +9,9 @@
 -- ARGV[ARG0+2]    ttl of completion markers (s); ARGV[ARG0+3] number of messages, then per
 --                 message: entry id, saga id, step, index in KEYS of its ledger, memo (what
 --                 its compensation will get), follow-up count, and per follow-up: index in
---                 KEYS of its target (0: the outbox, for a stream outside the saga), target
---                 name, its fields packed
+--                 KEYS of its target (0: the outbox, for a stream in another slot), "1" if
+--                 the target is one of the saga's own step streams (the saga goes on), the
+--                 target's name, its fields packed
 -- Returns per message a code: 0 no longer pending (nothing done), 1 committed (followed by
 -- the outbox ids of its outbox-bound follow-ups), 2 already committed (a duplicate), 3 late
 -- (compensated instead), 4 no such saga (unknown or expired; acked, nothing sent).
@@ -63,14 +64,16 @@ for _ = 1, count do
     local target = tonumber(ARGV[at])
     if code == 1 then
       if target > 0 then
-        redis.call('XADD', KEYS[target], '*', unpack(unpacked(ARGV[at + 2])))
-        forward = forward + 1
+        redis.call('XADD', KEYS[target], '*', unpack(unpacked(ARGV[at + 3])))
+        if ARGV[at + 1] == '1' then
+          forward = forward + 1
+        end
       else
-        out[#out + 1] = redis.call('XADD', KEYS[9], '*', 'seawall:target', ARGV[at + 1],
-                                   'seawall:fields', ARGV[at + 2])
+        out[#out + 1] = redis.call('XADD', KEYS[9], '*', 'seawall:target', ARGV[at + 2],
+                                   'seawall:fields', ARGV[at + 3])
       end
     end
-    at = at + 3
+    at = at + 4
   end
   if code == 1 and forward == 0 then
     -- no event for another step of the saga: this was its last step

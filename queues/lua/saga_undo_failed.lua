@@ -32,6 +32,8 @@ for _ = 1, count do
       redis.call('HSET', ledger, 'step:' .. step, 'undo_failed', 'error:' .. step, err)
       note(timeline, 'compensation failed', step, err)
       if not late then
+        redis.call('HSET', ledger, 'stopped_cause', redis.call('HGET', ledger, 'cause') or '',
+                   'stopped_step', redis.call('HGET', ledger, 'failed_step') or '')
         redis.call('HSET', ledger, 'failed_step', step, 'cause', 'compensation_failed')
         finish(ledger, stack, timeline, saga_id, 'failed')
       end

@@ -38,6 +38,7 @@ for _ = 1, count do
         -- the failed compensation was replayed from the dead letters and succeeded: the
         -- chain resumes as after `seawall saga retry`
         set_state(ledger, saga_id, 'compensating')
+        restore_cause(ledger)
         for _, key in ipairs({ledger, stack, timeline}) do
           redis.call('PERSIST', key)
         end

@@ -190,7 +190,7 @@ async def test_show_a_failed_saga_its_steps_timeline_and_the_compensation_to_run
     assert steps["reserve"]["error"] == "card declined"
     assert [(e["event"], e["step"]) for e in data["timeline"]] == [
         ("started", None), ("committed", "charge"), ("failed", "reserve"),
-        ("compensating", "reserve"), ("compensating", "charge"),
+        ("stopped", "reserve"), ("compensating", "charge"),
         ("compensation failed", "charge"), ("failed", None)]
     assert data["to_compensate"] == ["charge"]
 

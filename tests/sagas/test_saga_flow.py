@@ -4,6 +4,7 @@ every step applied once; compensated: every applied step undone once, last first
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +13,7 @@ from e2e.failure_helpers import Lab, PoolRun
 from saga_helpers import STEPS, Checkout, Order, checkout_saga, cleanup_saga
 
 from queues import saga_store
+from queues.commit import slot_of
 from sagas import SagaOutcome
 from workers.context import Context
 
@@ -108,3 +110,71 @@ async def test_on_outcome_hears_each_finished_saga_once(lab: Lab, checkout: Chec
         await pool.until(lambda: len(heard) == 2, within=10, what="both outcomes")
     # then it heard each once, with its final state.
     assert sorted(heard) == [("s1", "completed", ""), ("s2", "compensated", "reserve")]
+
+
+async def test_a_last_step_publishing_outside_the_saga_in_its_slot_still_completes_it(
+        lab: Lab, aredis: aioredis.Redis, checkout: Checkout) -> None:
+    # Given a stream outside the saga that happens to share the saga's hash slot,
+    saga_slot = slot_of(checkout.saga.keys.on("x"))
+    outside = next(name for i in range(200_000)
+                   if slot_of(name := f"notices-{lab.uid}-{i}") == saga_slot)
+    lab.streams.append(outside)
+
+    # and a last step that publishes only there,
+    async def notify(order: Order, ctx: Context) -> None:
+        await ctx.publish(outside, order)
+
+    checkout.fail["ship"] = notify
+    await checkout.saga.start(Order(n=1), saga_id="s1")
+    async with PoolRun(lab.app) as pool:
+        states = await _until_final(pool, checkout, ["s1"])
+    # then the saga completed, and the notice is on its stream.
+    assert states == {"s1": "completed"}
+    assert await aredis.xlen(outside) == 1
+
+
+async def test_a_step_sending_events_to_two_steps_fails_and_its_saga_compensates(
+        lab: Lab, checkout: Checkout) -> None:
+    # Given a first step that sends an event to the second step and one to the third
+    # (two branches: a saga is a chain),
+    async def fan_out(order: Order, ctx: Context) -> None:
+        await ctx.publish(checkout.streams["stock"], order)
+
+    checkout.fail["charge"] = fan_out
+    await checkout.saga.start(Order(n=1), saga_id="s1")
+    async with PoolRun(lab.app) as pool:
+        states = await _until_final(pool, checkout, ["s1"])
+    # then that step failed, nothing went on, and the saga ended compensated.
+    assert states == {"s1": "compensated"}
+    ledger = await saga_store.ledger(lab.app.async_client, checkout.saga.keys, "s1")
+    assert (ledger["step:charge"], ledger["failed_step"]) == ("failed", "charge")
+    assert "a saga is a chain" in ledger["error:charge"]
+    applied, _ = await checkout.service.counts()
+    assert set(applied) == {"charge|s1:charge"}
+
+
+async def test_after_a_retried_compensation_the_saga_keeps_why_it_stopped(
+        lab: Lab, checkout: Checkout) -> None:
+    # Given a saga aborted at reserve whose charge compensation fails for good,
+    def abort(order: Order, ctx: Context) -> None:
+        raise ctx.saga.abort("card declined")
+
+    def bank_down(order: Order, ctx: Context) -> None:
+        raise ConnectionError("the bank is down")
+
+    checkout.fail["reserve"] = abort
+    checkout.fail["undo charge"] = bank_down
+    await checkout.saga.start(Order(n=1), saga_id="s1")
+    async with PoolRun(lab.app) as pool:
+        assert await _until_final(pool, checkout, ["s1"]) == {"s1": "failed"}
+        ledger = await saga_store.ledger(lab.app.async_client, checkout.saga.keys, "s1")
+        assert (ledger["cause"], ledger["failed_step"]) == ("compensation_failed", "charge")
+        # when the bank is back and an operator retries,
+        del checkout.fail["undo charge"]
+        await saga_store.resume(lab.app.async_client, checkout.saga.runtime.layout, "s1",
+                                action="retry", now_ms=int(time.time() * 1000))
+        states = await _until_final(pool, checkout, ["s1"])
+    # then it ends compensated, still saying it stopped because reserve aborted.
+    assert states == {"s1": "compensated"}
+    ledger = await saga_store.ledger(lab.app.async_client, checkout.saga.keys, "s1")
+    assert (ledger["cause"], ledger["failed_step"]) == ("aborted", "reserve")
