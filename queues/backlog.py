@@ -69,3 +69,19 @@ def handler_backlog_sync(client: redis.Redis, keys: HandlerKeys) -> HandlerBackl
     retry_pending = 0 if retry is None else retry.pending + (retry.lag or 0)
     return HandlerBacklog(group=main, retry_pending=retry_pending, delayed=int(delayed),
                           dead_letters=int(dead))
+
+
+def _ms_of(entry_id: Any) -> int:
+    return int(_s(entry_id).partition("-")[0])
+
+
+def oldest_pending_ms_sync(client: redis.Redis, stream: str, group: str) -> int | None:
+    """When the oldest entry ``group`` has pending on ``stream`` was added to the stream
+    (ms, from its id); ``None`` when nothing is pending (or there is no such group)."""
+    try:
+        summary: Any = client.xpending(stream, group)
+    except redis.ResponseError:  # no such key or group
+        return None
+    if not summary or not int(summary.get("pending") or 0) or summary.get("min") is None:
+        return None
+    return _ms_of(summary["min"])

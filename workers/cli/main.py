@@ -7,6 +7,7 @@ import click
 from workers.cli.breaker import breaker
 from workers.cli.demo import demo
 from workers.cli.dlq import dlq
+from workers.cli.health import health
 from workers.cli.publish import publish
 from workers.cli.run import run
 from workers.cli.saga import saga
@@ -19,7 +20,7 @@ def cli() -> None:
     """seawall: Redis Streams workers with bulkheads, circuit breakers and dead letters."""
 
 
-for command in (run, publish, status, dlq, breaker, saga, demo):
+for command in (run, publish, status, dlq, breaker, saga, health, demo):
     cli.add_command(command)
 
 

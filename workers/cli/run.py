@@ -12,6 +12,9 @@ from workers import logs
 from workers.cli.common import redis_url_option
 from workers.errors import ConfigError
 from workers.loader import load_app
+from workers.observability.health import STUCK_AFTER
+from workers.observability.probe import METRICS_PORT_ENV
+from workers.observability.totals import HandlerLabels
 from workers.runtime.supervisor import Supervisor
 
 
@@ -28,9 +31,20 @@ from workers.runtime.supervisor import Supervisor
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default=None,
               help="Default: text on a terminal, JSON lines otherwise.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              envvar=METRICS_PORT_ENV, show_envvar=True, metavar="PORT",
+              help="Serve /metrics, /livez and /readyz on this port (one per deployment; "
+                   "pool processes open none).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True,
+              help="Address the metrics port listens on.")
+@click.option("--stuck-after", type=click.FloatRange(min=1), default=STUCK_AFTER,
+              show_default=True, metavar="SECONDS",
+              help="Kill and restart a pool process that has not reported for this long "
+                   "(its event loop is blocked).")
 @redis_url_option
 def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
         processes: int | None, grace: float, log_level: str, log_format: str | None,
+        metrics_port: int | None, metrics_host: str, stuck_after: float,
         redis_url: str | None) -> None:
     """Run the pools of APP (module:attribute), e.g. `seawall run shop.app:app`."""
     log_format = log_format or logs.default_format()
@@ -52,6 +66,15 @@ def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
     url = app.url(redis_url)
     described = ", ".join(f"{p}x{n}" for p, n in slots.items())
     click.echo(f"seawall: running {app.name} pools {described} against {redact(url)}", err=True)
+    handlers = [HandlerLabels(r.name, r.stream, r.pool, r.breaker is not None)
+                for pool in selected for r in app.records_of(pool)]
     supervisor = Supervisor(app_path, slots, redis_url=url, grace=grace,
-                            concurrency=concurrency, log_level=log_level)
+                            concurrency=concurrency, log_level=log_level, handlers=handlers,
+                            metrics_port=metrics_port, metrics_host=metrics_host,
+                            stuck_after=stuck_after)
+    try:
+        supervisor.hub.start()  # before any pool process: a taken port fails the command
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {exc}"
+                                   ) from None
     sys.exit(supervisor.run())

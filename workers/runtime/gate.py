@@ -66,6 +66,8 @@ class BreakerGate:
         self._lease: str | None = None
         self._probes_out = 0
         """Messages read under the current lease and not yet recorded."""
+        self._transitions: dict[tuple[str, str], int] = {}
+        """(from, to) -> times heard since the last ``take_transitions`` (metrics)."""
 
     @property
     def state(self) -> str:
@@ -76,6 +78,16 @@ class BreakerGate:
     def state(self, state: str) -> None:
         self._state = state
         self.blocking = state in BLOCKING
+
+    @property
+    def heard(self) -> bool:
+        """Whether this gate has heard the breaker's state from Redis yet."""
+        return self._heard_at != float("-inf")
+
+    def take_transitions(self) -> dict[tuple[str, str], int]:
+        """The changes of state heard since the last take, (from, to) -> times."""
+        taken, self._transitions = self._transitions, {}
+        return taken
 
     @property
     def closed(self) -> bool:
@@ -90,7 +102,12 @@ class BreakerGate:
         return max(until, now_ms + 1)
 
     def _hear(self, state: str, open_until_ms: int | None, reason: str) -> None:
+        first = not self.heard
         self._heard_at = time.monotonic()
+        if state != self.state and not first:
+            # (the first state heard is no transition: a restarted process starts "closed")
+            change = (self.state, state)
+            self._transitions[change] = self._transitions.get(change, 0) + 1
         if state != self.state:
             level = logging.WARNING if state in BLOCKING else logging.INFO
             log.log(level, "circuit breaker state changed", extra={

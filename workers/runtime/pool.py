@@ -28,6 +28,7 @@ from queues.connection import connect, redact
 from queues.envelope import Envelope
 from workers.app import App
 from workers.handler import HandlerSpec
+from workers.observability.reporter import Reporter
 from workers.plugin import BackgroundLoop
 from workers.pool_config import PoolConfig
 from workers.registry import write_registry
@@ -74,7 +75,7 @@ class Pool:
     """One pool's runtime in this process."""
 
     def __init__(self, app: App, config: PoolConfig, *, slot: int = 0,
-                 redis_url: str | None = None) -> None:
+                 redis_url: str | None = None, reporter: Reporter | None = None) -> None:
         self.app = app
         self.config = config
         self.slot = slot
@@ -89,6 +90,12 @@ class Pool:
         self.counter = OutcomeCounter()
         """Settled outcomes per handler and kind, sent to Redis for ``status``."""
         self.client: Any = None
+        self.reporter = reporter
+        """Reports to the supervisor (metrics, heartbeat), when it made a pipe for them."""
+        self.last_read = 0.0
+        """``time.monotonic()`` when a fetch loop last completed a read (0: never)."""
+        self.reconnect_waits = 0
+        """Waits for Redis to come back, by every loop that found it gone."""
 
     def statistics(self) -> PoolStatistics:
         """In flight, capacity and waiting fetchers of this bulkhead, right now."""
@@ -105,7 +112,9 @@ class Pool:
         streams.read_raw(self.client)
         executor = ThreadPoolExecutor(self.config.concurrency,
                                       thread_name_prefix=f"seawall-{self.config.name}")
-        acker = self._acker = AckBatcher(self.client, [self.counter, *self.app.observers])
+        metrics = self.reporter.metrics if self.reporter is not None else None
+        acker = self._acker = AckBatcher(self.client, [
+            self.counter, *([metrics] if metrics is not None else []), *self.app.observers])
         self.consumers = [self._assemble(spec, acker, executor) for spec in self.specs]
         log.info("pool starting", extra={"pool": self.config.name, "consumer": self.consumer,
                                          "handlers": [s.name for s in self.specs],
@@ -136,6 +145,8 @@ class Pool:
             name="outcome-counts"))
         background.append(asyncio.create_task(self._keep_fresh(), name="keep-fresh"))
         background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        if self.reporter is not None:
+            background.append(asyncio.create_task(self.reporter.run(self), name="reporter"))
         try:
             await self._until_stopped(stop, [*background, *acker.tasks])
             log.info("pool stopping: no more fetching", extra={"pool": self.config.name,
@@ -154,6 +165,8 @@ class Pool:
                 await self.counter.flush(self.client)
             except REDIS_DOWN:
                 pass
+            if self.reporter is not None:
+                await self.reporter.close(self)
             try:
                 await registry_store.remove_heartbeat(self.client, self.consumer)
             except REDIS_DOWN:
@@ -214,12 +227,14 @@ class Pool:
                     await recovery.recover_own(consumer, self._acker_flush)
                     recovered = True
                 await consumer.fetch(block_ms)
+                self.last_read = time.monotonic()
                 outages = 0
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + claim_every
                     await recovery.claim_abandoned(consumer)
             except REDIS_DOWN as exc:
                 outages += 1
+                self.reconnect_waits += 1
                 delay = _reconnect_delay(outages)
                 log.warning("Redis unreachable; retrying", extra={
                     "pool": self.config.name, "handler": consumer.name,
@@ -234,6 +249,7 @@ class Pool:
                 await loop()
             except REDIS_DOWN as exc:
                 outages += 1
+                self.reconnect_waits += 1
                 delay = _reconnect_delay(outages)
                 log.warning("Redis unreachable; retrying", extra={
                     "pool": self.config.name, "loop": what,

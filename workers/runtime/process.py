@@ -19,6 +19,7 @@ import sys
 from workers import logs
 from workers.errors import ConfigError
 from workers.loader import load_app
+from workers.observability.reporter import Reporter
 from workers.runtime.pool import Pool, PoolCrashed
 from workers.runtime.signals import StopSignals
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     config = app.pools[args.pool].with_concurrency(args.concurrency)
     code = 0
     try:
-        asyncio.run(serve(Pool(app, config, slot=args.slot), args.grace))
+        pool = Pool(app, config, slot=args.slot, reporter=Reporter.from_env())
+        asyncio.run(serve(pool, args.grace))
     except PoolCrashed:
         code = 1
     # A sync handler still blocking its thread past the grace period would keep the

@@ -6,6 +6,11 @@ as soon as it starts instead of waiting for ``claim_after``. The first SIGTERM/S
 forwarded once (stop fetching, finish within the grace period); a second one is forwarded
 again (cancel now). Pool processes run in their own sessions, so a terminal's Ctrl-C reaches
 them only through here.
+
+Each pool process gets a pipe to report on about once a second (``workers.observability``):
+its heartbeat, and with ``--metrics-port`` its counts, which the supervisor adds up and
+serves with ``/livez`` and ``/readyz``. A process that stops reporting (its event loop is
+blocked) is killed and restarted like one that crashed.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -23,12 +29,17 @@ import redis
 
 from queues import restarts
 from queues.connection import ENV_VAR, connect_sync
+from workers.observability.health import STABLE_AFTER as STABLE_AFTER
+from workers.observability.health import STUCK_AFTER
+from workers.observability.hub import Hub
+from workers.observability.totals import HandlerLabels
+from workers.observability.wire import ENV_FD, ENV_METRICS
 
 log = logging.getLogger("seawall.supervisor")
 
 CONFIG_ERROR_EXIT = 2
-STABLE_AFTER = 30.0
-"""A process that ran this long before dying starts its backoff afresh."""
+# (STABLE_AFTER, from health: a process that ran this long before dying starts its backoff
+# afresh; it is no longer part of a crash loop either, for /livez)
 COUNT_TIMEOUT = 1.0
 """Longest wait for Redis when counting a restart: the supervisor must not hang on it."""
 
@@ -70,6 +81,10 @@ class Supervisor:
         grace: float = 30.0,
         concurrency: int | None = None,
         log_level: str = "INFO",
+        handlers: Sequence[HandlerLabels] = (),
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
+        stuck_after: float = STUCK_AFTER,
     ) -> None:
         self.app_path = app_path
         self.slots = [Slot(pool, i) for pool, n in slots.items() for i in range(n)]
@@ -80,6 +95,8 @@ class Supervisor:
         self.stop_requests = 0
         self._forwarded = 0
         self._client: redis.Redis | None = None
+        self.hub = Hub(app_path=app_path, redis_url=redis_url, handlers=handlers,
+                       port=metrics_port, host=metrics_host, stuck_after=stuck_after)
 
     def _command(self, slot: Slot) -> list[str]:
         cmd = [sys.executable, "-m", "workers.runtime.process", self.app_path, slot.pool,
@@ -92,9 +109,17 @@ class Supervisor:
         env = dict(os.environ)
         env[ENV_VAR] = self.redis_url
         env.setdefault("PYTHONUNBUFFERED", "1")
-        slot.process = subprocess.Popen(self._command(slot), env=env, start_new_session=True)
+        report_fd = self.hub.open_pipe(slot.label)
+        env[ENV_FD] = str(report_fd)
+        env[ENV_METRICS] = "1" if self.hub.counting else "0"
+        try:
+            slot.process = subprocess.Popen(self._command(slot), env=env,
+                                            start_new_session=True, pass_fds=(report_fd,))
+        finally:
+            os.close(report_fd)
         slot.started_at = time.monotonic()
         slot.restart_at = None
+        self.hub.started(slot.label, slot.pool, slot.index, slot.process.pid, slot.failures)
         log.info("pool process started", extra={"slot": slot.label, "pid": slot.process.pid})
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -128,12 +153,14 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
+            self.hub.start()
             for slot in self.slots:
                 self._spawn(slot)
             return self._loop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.hub.close()
             if self._client is not None:
                 self._client.close()
 
@@ -141,14 +168,18 @@ class Supervisor:
         deadline: float | None = None
         while True:
             now = time.monotonic()
+            self.hub.beat(now)
             if self.stop_requests > self._forwarded:
                 self._forwarded += 1
+                self.hub.stopping = True
                 log.info("forwarding stop request to pool processes",
                          extra={"request": self._forwarded})
                 self._forward(signal.SIGTERM)
                 if deadline is None:
                     deadline = now + self.grace + 10.0
             stopping = self._forwarded > 0
+            if not stopping:
+                self._kill_stuck(now)
             alive = 0
             for slot in self.slots:
                 if slot.process is None:
@@ -162,6 +193,7 @@ class Supervisor:
                     continue
                 slot.exits.append(code)
                 slot.process = None
+                self.hub.exited(slot.label, slot.failures)
                 if stopping:
                     continue
                 if code == CONFIG_ERROR_EXIT:
@@ -179,6 +211,7 @@ class Supervisor:
                     "slot": slot.label, "exit_code": code, "ran_s": round(ran, 1),
                     "restart_in": delay})
                 self._count_restart(slot)
+                self.hub.restarted(slot.pool)
             if stopping and alive == 0:
                 log.info("all pool processes stopped")
                 return 0
@@ -187,7 +220,22 @@ class Supervisor:
                 self._forward(signal.SIGKILL)
                 self._wait_all(5.0)
                 return 0
-            time.sleep(0.05)
+            self.hub.wait(0.05)
+
+    def _kill_stuck(self, now: float) -> None:
+        """SIGKILL every pool process whose event loop is stuck; the restart path then runs
+        as for a crash (its pending entries are taken back by its successor)."""
+        by_label = {slot.label: slot for slot in self.slots}
+        for label, why in self.hub.stuck(now):
+            slot = by_label.get(label)
+            if slot is None or slot.process is None:
+                continue
+            log.error("pool process stuck; killing it", extra={
+                "slot": label, "pid": slot.process.pid, "reason": why})
+            try:
+                slot.process.kill()
+            except ProcessLookupError:
+                pass
 
     def _wait_all(self, timeout: float) -> None:
         end = time.monotonic() + timeout
