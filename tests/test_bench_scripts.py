@@ -1,7 +1,8 @@
 """The benchmark scripts run on a tiny input and print their tables and ratio lines.
 
 Nothing here is timed (CONVENTIONS 13: benchmarks are not tests); these only keep
-bench/latency.py and bench/throughput.py's follow-up runs working as the runtime changes.
+bench/latency.py, bench/throughput.py's follow-up runs and bench/sagas.py working as the
+runtime changes.
 """
 
 from __future__ import annotations
@@ -47,3 +48,12 @@ def test_throughput_followup_prints_both_ratios() -> None:
         assert re.search(rf"^{re.escape(name)}\s+200\s", out, re.M), out
     assert re.search(rf"^ratio: {NUMBER}$", out, re.M), out
     assert re.search(rf"^followup ratio: {NUMBER}$", out, re.M), out
+
+
+def test_sagas_prints_its_table_and_the_ratio() -> None:
+    out = run_script("bench/sagas.py", "--n", "100", "--rounds", "1", timeout=60)
+    assert re.search(r"run\s+checkouts\s+seconds\s+checkouts/s\s+steps/s\s+CPU us/checkout",
+                     out), out
+    for name in ("plain chain (3 handlers)", "saga (3 steps)"):
+        assert re.search(rf"^{re.escape(name)}\s+100\s", out, re.M), out
+    assert re.search(rf"^ratio: {NUMBER}$", out, re.M), out
