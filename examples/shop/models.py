@@ -13,7 +13,7 @@ class Line(BaseModel):
 
 
 class OrderPlaced(BaseModel):
-    """Published on ``orders`` by the storefront (here: ``examples.shop.producer``)."""
+    """What the storefront starts a checkout saga with (``examples.shop.producer``)."""
 
     order_id: str
     customer_email: str
@@ -25,24 +25,29 @@ class OrderPlaced(BaseModel):
 
 
 class PaymentCaptured(BaseModel):
-    """Published on ``payments`` once the card was charged."""
+    """Sent on ``payments`` once the card was charged; also what the refund gets (the
+    charge step's memo)."""
 
     order_id: str
+    customer_email: str
     payment_id: str
     amount_cents: int
     lines: list[Line]
 
 
 class StockReserved(BaseModel):
-    """Published on ``reservations`` once every line's stock is set aside."""
+    """Sent on ``reservations`` once every line's stock is set aside."""
 
     order_id: str
+    customer_email: str
     reservation_id: str
     lines: list[Line]
 
 
 class OrderShipped(BaseModel):
-    """Published on ``shipments``: the end of the happy path."""
+    """Published on ``shipments``, a plain stream outside the saga: the end of the happy
+    path (the email pool sends the confirmation)."""
 
     order_id: str
+    customer_email: str
     tracking_number: str

@@ -1,10 +1,11 @@
-"""The storefront: publishes ``OrderPlaced`` to ``orders`` at a steady rate.
+"""The storefront: starts a checkout saga per order (``OrderPlaced``) at a steady rate.
 
     python -m examples.shop.producer --rate 20 [--duration 60] [--redis-url URL]
 
-It publishes what is owed every 50 ms in one pipelined round trip (``app.publish_many``),
-so a high rate costs few round trips and a low one stays smooth. ``seawall demo`` runs it
-in a thread; ``compose.yml`` runs it as a service.
+Every 50 ms it starts the checkouts owed since the last tick, each with
+``checkout.start_sync(order, saga_id=order.order_id)`` (one script: the saga's ledger and
+its first event, once per order id). ``seawall demo`` runs it in a thread; ``compose.yml``
+runs it as a service.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from types import FrameType
 import redis
 
 from examples.shop.models import Line, OrderPlaced
-from workers import App
+from sagas import Saga
 
 TICK = 0.05
 CATALOGUE = [("tea-earl-grey", 450), ("mug-blue", 1200), ("kettle", 3900), ("biscuits", 250)]
@@ -36,37 +37,41 @@ def make_order(rng: random.Random) -> OrderPlaced:
 
 
 class Producer:
-    """Publishes orders at ``rate`` per second until told to stop."""
+    """Starts checkouts at ``rate`` per second until told to stop."""
 
-    def __init__(self, app: App, rate: float, *, seed: int | None = None) -> None:
+    def __init__(self, checkout: Saga, rate: float, *, seed: int | None = None) -> None:
         if rate <= 0:
             raise ValueError("rate must be a positive number of orders per second")
-        self.app = app
+        self.checkout = checkout
         self.rate = rate
-        self.published = 0
+        self.started = 0
         self.errors = 0
         self._rng = random.Random(seed)
 
     def run(self, stop: threading.Event, duration: float | None = None) -> int:
-        """Publish until ``stop`` is set or ``duration`` seconds passed; returns the count.
-        While Redis is unreachable it waits and carries on, as a storefront would."""
+        """Start checkouts until ``stop`` is set or ``duration`` seconds passed; returns the
+        count. While Redis is unreachable it waits and carries on, as a storefront would."""
         start = time.monotonic()
+        pending: OrderPlaced | None = None
         while not stop.is_set():
             elapsed = time.monotonic() - start
             if duration is not None and elapsed >= duration:
                 break
-            owed = int(elapsed * self.rate) + 1 - self.published
-            if owed > 0:
-                try:
-                    self.app.publish_many("orders", [make_order(self._rng) for _ in range(owed)])
-                    self.published += owed
-                except (redis.RedisError, OSError) as exc:
-                    self.errors += 1
-                    print(f"producer: cannot publish ({exc}); retrying", file=sys.stderr)
-                    stop.wait(1.0)
-                    continue
+            owed = int(elapsed * self.rate) + 1 - self.started
+            try:
+                for _ in range(owed):
+                    order = pending or make_order(self._rng)
+                    pending = order  # started again after an error: once per order id
+                    self.checkout.start_sync(order, saga_id=order.order_id)
+                    pending = None
+                    self.started += 1
+            except (redis.RedisError, OSError) as exc:
+                self.errors += 1
+                print(f"producer: cannot start a checkout ({exc}); retrying", file=sys.stderr)
+                stop.wait(1.0)
+                continue
             stop.wait(TICK)
-        return self.published
+        return self.started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.redis_url:
         os.environ["SEAWALL_REDIS_URL"] = args.redis_url  # the App reads it
-    from examples.shop.app import app
+    from examples.shop.app import app, checkout
 
     stop = threading.Event()
 
@@ -87,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    producer = Producer(app, args.rate)
+    producer = Producer(checkout, args.rate)
     producer.run(stop, args.duration or None)
-    print(f"published {producer.published} orders to 'orders'")
+    print(f"started {producer.started} checkouts")
     app.close()
     return 0
 

@@ -1,15 +1,16 @@
-"""A pretend card processor, flaky on purpose, so that retries, dead letters and the
-circuit breaker have something to show.
+"""A pretend card processor, flaky on purpose, so that retries, the circuit breaker and the
+checkout saga's compensations have something to show.
 
 ``SHOP_PAYMENT_FAILURE_RATE`` (default 0.02) is the share of calls that fail as if the
 provider were down: a transient error, retried later. ``SHOP_PAYMENT_DECLINE_RATE``
 (default 0.01) is the share of cards declined: a business outcome, never retried and never
-counted by the breaker. Set the failure rate to 0.6 to watch the breaker open.
+counted by the breaker. Set the failure rate to 0.6 to watch the breaker open. Refunds fail
+like charges (the same provider), but are never declined.
 
 ``SHOP_PAYMENT_OUTAGE_START`` (a Unix time) and ``SHOP_PAYMENT_OUTAGE_SECONDS`` schedule an
 outage: in that span every call fails. ``seawall demo`` sets them (``--outage-at``,
-``--outage-for``) so that the breaker opens, the orders wait, and it closes again once the
-provider is back.
+``--outage-for``) so that the breaker opens, the checkouts wait, and it closes again once
+the provider is back.
 """
 
 from __future__ import annotations
@@ -69,3 +70,13 @@ async def charge(order_id: str, amount_cents: int) -> str:
     if roll < FAILURE_RATE + DECLINE_RATE:
         raise CardDeclined(f"card declined for {order_id} ({amount_cents} cents)")
     return f"pay_{uuid.uuid5(uuid.NAMESPACE_URL, order_id).hex[:16]}"
+
+
+async def refund(payment_id: str, amount_cents: int) -> None:
+    """Give a payment back. Idempotent at the provider by ``payment_id``: refunding twice
+    refunds once."""
+    await asyncio.sleep(random.uniform(*LATENCY))
+    if down():
+        raise ProviderUnavailable(f"payment provider is down (outage) refunding {payment_id}")
+    if random.random() < FAILURE_RATE:
+        raise ProviderUnavailable(f"payment provider timed out refunding {payment_id}")

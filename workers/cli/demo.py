@@ -1,23 +1,28 @@
 """``seawall demo``: the example shop, live, on this machine.
 
 It runs ``seawall run examples.shop.app:app`` as a child process (the same supervisor and
-pool processes a deployment runs, not a shortcut), publishes orders from a thread, and
-redraws the ``seawall status`` table every second. The shop's payment provider goes down
-for ``--outage-for`` seconds, ``--outage-at`` seconds in, so that ``billing.charge``'s
-circuit breaker opens (orders wait in the stream, nothing is dead-lettered) and closes
-again once the provider is back. After ``--duration`` it stops the producer, gives the
+pool processes a deployment runs, not a shortcut), starts checkout sagas from a thread, and
+redraws the ``seawall status`` table and the sagas' counts by state every second. The
+shop's payment provider goes down for ``--outage-for`` seconds, ``--outage-at`` seconds
+in, so that ``checkout.charge``'s circuit breaker opens (checkouts wait in the stream,
+nothing is dead-lettered) and closes again once the provider is back; the checkouts that
+waited longer than their ``--deadline`` are compensated (a charge that went through late is
+refunded), the others complete. After ``--duration`` it stops the producer, gives the
 backlog up to ``--drain`` seconds, stops the workers the way a deployment is stopped
 (SIGTERM, then the grace period) and prints a summary. Everything in it is read from Redis,
 as differences between the demo's start and its end, never from the workers' logs: the
-outcome counts the pools keep (``queues.outcome_counts``), the dead letters
-(``queues.dead_letters``), every breaker's transition log (``queues.breaker_store``) and
-the supervisor's restart counts (``queues.restarts``). If no Redis answers and
-``redis-server`` is installed, it runs a private one for the demo's lifetime.
+sagas' indexes by state and their ledgers (``queues.saga_store``), the outcome counts the
+pools keep (``queues.outcome_counts``), the dead letters (``queues.dead_letters``), every
+breaker's transition log (``queues.breaker_store``) and the supervisor's restart counts
+(``queues.restarts``). If no Redis answers and ``redis-server`` is installed, it runs a
+private one for the demo's lifetime.
 
-The app and the producer are loaded by name, like ``seawall run`` loads any app, so the
-framework never imports the example. The shop is not installed with the framework: the
-demo runs it from a source checkout (the directory above the ``workers`` package), which
-it puts on the path of its own imports and of the workers it starts.
+The app, its checkout saga and the producer are loaded by name, like ``seawall run`` loads
+any app, so the framework never imports the example (nor ``sagas``: the demo reads a saga's
+keys, ``queues.keys.SagaKeys``, from the object it loaded). The shop is not installed with
+the framework: the demo runs it from a source checkout (the directory above the
+``workers`` package), which it puts on the path of its own imports and of the workers it
+starts.
 """
 
 from __future__ import annotations
@@ -31,20 +36,22 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 import click
 import redis
 
 import workers
-from queues import breaker_store, outcome_counts, restarts
+from queues import breaker_store, outcome_counts, restarts, saga_store
 from queues.connection import ENV_VAR, answers, connect, connect_sync, redact, server_time_ms_sync
 from queues.dead_letters import count_by_error_type
+from queues.keys import SagaKeys
 from workers.app import App
 from workers.cli.common import redis_url_option
 from workers.cli.private_redis import PrivateRedis, die_with_parent, redis_server_path
@@ -55,16 +62,23 @@ from workers.loader import load_app
 from workers.status import StatusReport, collect
 
 SHOP = "examples.shop.app:app"
+CHECKOUT = "examples.shop.app:checkout"
 PRODUCER = "examples.shop.producer"
 FRAME_SECONDS = 1.0
 OUTAGE_START_VAR = "SHOP_PAYMENT_OUTAGE_START"
 OUTAGE_SECONDS_VAR = "SHOP_PAYMENT_OUTAGE_SECONDS"
 """How the shop's pretend payment provider (``examples/shop/provider.py``) learns when to
 be down: a Unix time and a length, so that every pool process agrees without asking."""
+DEADLINE_VAR = "SHOP_CHECKOUT_DEADLINE"
+"""Seconds a checkout may take before it is stopped and compensated; read by the shop's app
+where sagas are started (here: the demo's producer thread)."""
+IN_FLIGHT = ("running", "compensating", "timed_out")
+"""Saga states that are not final: going forward, or being compensated (``timed_out``: its
+deadline passed, it is being compensated)."""
 SUMMARY_KINDS = (outcome_counts.OK, outcome_counts.RETRY, outcome_counts.FALLBACK,
                  outcome_counts.PARKED, outcome_counts.DEAD_LETTER)
 """The summary's columns of settled outcomes: handled, retries, fallbacks, parked, dead
-letters."""
+letters (or, for a saga step, aborts: given up for good either way)."""
 
 
 def source_root() -> Path:
@@ -95,7 +109,7 @@ def _on_path(root: Path) -> dict[str, str]:
 
 
 class _Producer(Protocol):
-    published: int
+    started: int
     errors: int
 
     def run(self, stop: threading.Event, duration: float | None = None) -> int: ...
@@ -129,6 +143,8 @@ class _Run:
     """What the demo knows about the run, for the live header and the summary."""
 
     app: App
+    saga: SagaKeys
+    """The keys of the shop's checkout saga."""
     url: str
     client: redis.Redis
     rate: float
@@ -142,12 +158,35 @@ class _Run:
     transitions."""
     outcomes_at_start: dict[str, dict[str, int]] = field(default_factory=dict)
     restarts_at_start: dict[str, int] = field(default_factory=dict)
+    sagas_at_start: dict[str, int] = field(default_factory=dict)
 
     def mark_start(self) -> None:
         """Note the counts the summary subtracts (they only grow, across runs)."""
         self.started_ms = server_time_ms_sync(self.client)
         self.outcomes_at_start = outcome_counts.read_sync(self.client)
         self.restarts_at_start = restarts.read_restarts_sync(self.client)
+        self.sagas_at_start = saga_store.counts_sync(self.client, self.saga)
+
+    def sagas(self) -> dict[str, int]:
+        """Checkout sagas by state, as differences from the start: every saga is in one
+        state, so they add up to the sagas started since (a saga still running from an
+        earlier run that finishes now moves one from running to its final state)."""
+        now = saga_store.counts_sync(self.client, self.saga)
+        return {state: n - self.sagas_at_start.get(state, 0) for state, n in now.items()}
+
+    def stopped_by(self) -> Counter[str]:
+        """The sagas compensated or failed since the start, by why they stopped going
+        forward (their ledgers' cause and failed step)."""
+        ended = saga_store.list_sync(self.client, self.saga, states=("compensated", "failed"),
+                                     limit=1_000_000)
+        why: Counter[str] = Counter()
+        for entry in ended:
+            if entry.since_ms < self.started_ms:
+                continue
+            ledger = saga_store.ledger_sync(self.client, self.saga, entry.saga_id)
+            cause, step = ledger.get("cause", "?"), ledger.get("failed_step", "")
+            why[f"{cause} at {step}" if step else cause] += 1
+        return why
 
     def outage_env(self) -> dict[str, str]:
         if not self.outage_for:
@@ -215,6 +254,12 @@ class _Run:
         return asyncio.run(count())
 
 
+def saga_line(counts: dict[str, int]) -> str:
+    """The live frame's line of sagas by state."""
+    return "checkout sagas: " + ", ".join(
+        f"{counts.get(state, 0)} {state.replace('_', ' ')}" for state in saga_store.STATES)
+
+
 def _backlog(report: StatusReport) -> int:
     """Messages read by nobody yet, still being handled, or waiting in a delayed set (a
     retry not yet due, or an order parked while the breaker was open)."""
@@ -222,20 +267,28 @@ def _backlog(report: StatusReport) -> int:
                for h in report.handlers)
 
 
+def _drained(run: _Run) -> bool:
+    """Nothing left to handle, and no checkout in flight."""
+    return (_backlog(run.shop_report()) == 0
+            and not any(run.sagas().get(state, 0) > 0 for state in IN_FLIGHT))
+
+
 def _frame(run: _Run, producer: _Producer, phase: str) -> None:
     elapsed = time.monotonic() - run.started
     until = f"{run.duration:.0f}s" if run.duration else "Ctrl-C"
     try:
         table = render(run.shop_report())
+        sagas = saga_line(run.sagas())
     except redis.RedisError as exc:
-        table = f"(status unavailable: {exc})"
+        table, sagas = f"(status unavailable: {exc})", ""
     if sys.stdout.isatty():
         click.clear()
     else:
         click.echo()
     click.echo(f"seawall demo [{phase}] {elapsed:5.1f}s (until {until})  "
-               f"published {producer.published} orders at {run.rate:g}/s  "
+               f"started {producer.started} checkouts at {run.rate:g}/s  "
                f"payment provider {run.provider(elapsed)}  redis {redact(run.url)}")
+    click.echo(sagas)
     click.echo(table)
 
 
@@ -257,6 +310,8 @@ def _summary(run: _Run, producer: _Producer) -> str:
         dead_by_error = run.dead_by_error()
         transitions = breaker_transitions(run)
         restarted = run.pool_restarts()
+        sagas = run.sagas()
+        stopped_by = run.stopped_by()
     except (redis.RedisError, OSError) as exc:
         return f"summary unavailable: Redis stopped answering ({exc})"
     status = {h.name: h for h in report.handlers}
@@ -268,11 +323,25 @@ def _summary(run: _Run, producer: _Producer) -> str:
         rows.append([record.name, record.pool, *(str(counts[kind]) for kind in SUMMARY_KINDS),
                      left, "-" if h is None else str(h.delayed)])
     elapsed = time.monotonic() - run.started
+    in_flight = sum(sagas.get(state, 0) for state in IN_FLIGHT)
     lines = [
-        f"published {producer.published} orders to 'orders' in {elapsed:.1f}s",
+        f"started {producer.started} checkouts in {elapsed:.1f}s",
+        render_table(["saga", "started", *saga_store.STATES],
+                     [[run.saga.saga, str(sum(sagas.values())),
+                       *(str(sagas.get(state, 0)) for state in saga_store.STATES)]]),
+    ]
+    if stopped_by:
+        lines.append("compensated or failed, by cause: " + ", ".join(
+            f"{why} x{n}" for why, n in sorted(stopped_by.items(), key=lambda p: -p[1])))
+    if in_flight:
+        lines.append(f"{in_flight} checkout(s) still in flight when the workers stopped: "
+                     "the next run carries them on")
+    lines += [
+        "",
         render_table(["handler", "pool", "handled", "retries", "fallbacks", "parked",
-                      "dead letters", "pending", "delayed"], rows),
+                      "gave up", "pending", "delayed"], rows),
         "retries: retries scheduled; parked: put back to wait while the breaker was open;",
+        "gave up: dead-lettered, or a saga step that aborted its saga (not a dead letter);",
         "pending: left unread or unacked for the next run; delayed: retries not yet due",
     ]
     if dead_by_error:
@@ -313,10 +382,19 @@ def _stop_workers(child: subprocess.Popen[bytes], stops: _Stops, grace: float) -
     return child.wait()
 
 
-def _load_producer(app: App, rate: float) -> _Producer:
+def _load_producer(checkout: Any, rate: float) -> _Producer:
     module = importlib.import_module(PRODUCER)
     make: Callable[..., _Producer] = module.Producer
-    return make(app, rate)
+    return make(checkout, rate)
+
+
+def _load_checkout() -> Any:
+    """The shop's checkout saga, loaded by name (the framework does not import ``sagas``)."""
+    module_name, _, attribute = CHECKOUT.partition(":")
+    checkout = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(getattr(checkout, "keys", None), SagaKeys):
+        raise click.ClickException(f"{CHECKOUT} is not a saga")
+    return checkout
 
 
 def _redis_for_demo(url: str) -> tuple[str, PrivateRedis | None]:
@@ -345,14 +423,20 @@ def _redis_for_demo(url: str) -> tuple[str, PrivateRedis | None]:
               help="Seconds into the demo when the payment provider goes down.")
 @click.option("--outage-for", type=click.FloatRange(min=0), default=6.0, show_default=True,
               help="Seconds the payment provider stays down; 0 = no outage.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=8.0,
+              show_default=True,
+              help="Seconds a checkout may take before it is stopped and compensated.")
 @redis_url_option
 def demo(duration: float, rate: float, drain: float, grace: float, outage_at: float,
-         outage_for: float, redis_url: str | None) -> None:
-    """Run the example shop (every pool, and a producer) with a live status table; its
-    payment provider goes down for a while, to show the circuit breaker at work."""
+         outage_for: float, deadline: float, redis_url: str | None) -> None:
+    """Run the example shop (every pool, and a producer starting checkout sagas) with a
+    live status table; its payment provider goes down for a while, to show the circuit
+    breaker at work and checkouts compensated when they wait past their deadline."""
     shop_path = _on_path(_shop_root())
+    os.environ[DEADLINE_VAR] = repr(deadline)  # read where the checkouts start: here
     try:
         app = load_app(SHOP)
+        checkout = _load_checkout()
     except ConfigError as exc:
         raise click.ClickException(f"cannot load the example shop: {exc}") from None
     url, private = _redis_for_demo(app.url(redis_url))
@@ -363,9 +447,10 @@ def demo(duration: float, rate: float, drain: float, grace: float, outage_at: fl
     code = 1
     try:
         with _catching(stops), connect_sync(url) as client:
-            run = _Run(app, url, client, rate, duration, outage_at, outage_for)
+            run = _Run(app, checkout.keys, url, client, rate, duration, outage_at,
+                       outage_for)
             run.mark_start()
-            code = _run_demo(run, stops, log_path, drain, grace, shop_path)
+            code = _run_demo(run, checkout, stops, log_path, drain, grace, shop_path)
     finally:
         app.close()
         if private is not None:
@@ -374,8 +459,8 @@ def demo(duration: float, rate: float, drain: float, grace: float, outage_at: fl
     sys.exit(code)
 
 
-def _run_demo(run: _Run, stops: _Stops, log_path: Path, drain: float, grace: float,
-              shop_path: dict[str, str]) -> int:
+def _run_demo(run: _Run, checkout: Any, stops: _Stops, log_path: Path, drain: float,
+              grace: float, shop_path: dict[str, str]) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1", **shop_path, **run.outage_env())
     with log_path.open("ab") as log:
         child = subprocess.Popen(
@@ -384,7 +469,7 @@ def _run_demo(run: _Run, stops: _Stops, log_path: Path, drain: float, grace: flo
             # Ctrl-C reaches the demo only, which stops the workers in order.
             start_new_session=True, preexec_fn=die_with_parent)
     try:
-        return _watch(run, child, stops, log_path, drain, grace)
+        return _watch(run, checkout, child, stops, log_path, drain, grace)
     finally:
         if child.poll() is None:  # the demo itself failed: do not leave workers behind
             child.send_signal(signal.SIGTERM)
@@ -394,10 +479,10 @@ def _run_demo(run: _Run, stops: _Stops, log_path: Path, drain: float, grace: flo
                 child.kill()
 
 
-def _watch(run: _Run, child: subprocess.Popen[bytes], stops: _Stops, log_path: Path,
-           drain: float, grace: float) -> int:
+def _watch(run: _Run, checkout: Any, child: subprocess.Popen[bytes], stops: _Stops,
+           log_path: Path, drain: float, grace: float) -> int:
     click.echo(f"started `seawall run {SHOP}` (pid {child.pid}); worker logs: {log_path}")
-    producer = _load_producer(run.app, run.rate)
+    producer = _load_producer(checkout, run.rate)
     producing = threading.Event()
     thread = threading.Thread(target=producer.run, args=(producing,), name="demo-producer",
                               daemon=True)
@@ -415,7 +500,7 @@ def _watch(run: _Run, child: subprocess.Popen[bytes], stops: _Stops, log_path: P
         if phase == "running" and run.duration and now - run.started >= run.duration:
             phase, drain_until = "draining", now + drain
             producing.set()
-        if drain_until is not None and (now >= drain_until or _backlog(run.shop_report()) == 0):
+        if drain_until is not None and (now >= drain_until or _drained(run)):
             break
     producing.set()
     thread.join(5.0)
