@@ -25,19 +25,55 @@ def settled(status: HandlerStatus) -> str:
     return " ".join([cell, *extras])
 
 
+Rates = dict[str, dict[str, float]]
+"""handler -> outcome kind -> messages per second."""
+
+
+def rates(before: StatusReport, after: StatusReport, seconds: float) -> Rates:
+    """Messages settled per second, by handler and outcome, between two reports (from the
+    outcome counts, which the pools add to Redis every second); a count that went down
+    (Redis lost it) gives 0."""
+    if seconds <= 0:
+        return {}
+    previous = {h.name: h.outcomes for h in before.handlers}
+    return {h.name: {kind: max(0, n - previous[h.name].get(kind, 0)) / seconds
+                     for kind, n in h.outcomes.items()}
+            for h in after.handlers if h.name in previous}
+
+
+def rate_cell(per_kind: dict[str, float] | None) -> str:
+    """``120.5/0.2/0``, and ``+3.1 parked`` for the other kinds when they move."""
+    if per_kind is None:
+        return "-"
+    cell = "/".join(_per_second(per_kind.get(kind, 0.0)) for kind in MAIN_OUTCOMES)
+    extras = [f"+{_per_second(r)} {kind}" for kind, r in per_kind.items()
+              if r and kind not in MAIN_OUTCOMES]
+    return " ".join([cell, *extras])
+
+
+def _per_second(rate: float) -> str:
+    return f"{rate:.1f}".rstrip("0").rstrip(".")
+
+
 def saga_line(status: SagaStatus) -> list[str]:
     """One saga type's row: its name, then ``<state> <count>`` for every state."""
     return [status.name, *(f"{state} {n}" for state, n in status.counts.items())]
 
 
-def render(report: StatusReport) -> str:
+def render(report: StatusReport, per_second: Rates | None = None) -> str:
+    """The tables; with ``per_second`` (``--watch``), a column of rates by outcome."""
     if not report.handlers:
         return "no handlers registered yet: start an app with `seawall run module:app`"
     rows = [[h.name, h.stream, h.pool, "-" if h.lag is None else str(h.lag), str(h.pending),
              str(h.retry_pending), str(h.delayed), str(h.dead_letters), str(h.consumers),
              h.breaker or "-", settled(h)] for h in report.handlers]
-    out = render_table(["handler", "stream", "pool", "lag", "pending", "retrying", "delayed",
-                        "dead", "consumers", "breaker", "settled ok/retry/dead"], rows)
+    header = ["handler", "stream", "pool", "lag", "pending", "retrying", "delayed", "dead",
+              "consumers", "breaker", "settled ok/retry/dead"]
+    if per_second is not None:
+        header.append("msgs/s ok/retry/dead")
+        for row, h in zip(rows, report.handlers, strict=True):
+            row.append(rate_cell(per_second.get(h.name)))
+    out = render_table(header, rows)
     pool_rows = [[p.app, p.name, str(p.alive), str(len(p.processes))] for p in report.pools]
     if pool_rows:
         out += "\n\n" + render_table(["app", "pool", "alive", "known processes"], pool_rows)
@@ -57,17 +93,21 @@ def render(report: StatusReport) -> str:
 @redis_url_option
 def status(as_json: bool, watch: float | None, redis_url: str | None) -> None:
     """Per handler: stream, pool, group lag, pending, retries, dead letters, and how many
-    messages were settled (ok / retried / dead-lettered); per pool: processes; per saga
-    type: sagas in each state."""
+    messages were settled (ok / retried / dead-lettered), with --watch also per second;
+    per pool: processes; per saga type: sagas in each state."""
     client = sync_client(redis_url)
+    last: tuple[StatusReport, float] | None = None
     while True:
-        report = collect(client)
+        report, at = collect(client), time.monotonic()
         if as_json:
             click.echo(json.dumps(report.to_json(), indent=2))
         else:
             if watch:
                 click.clear()
-            click.echo(render(report))
+            per_second = (None if not watch else {} if last is None
+                          else rates(last[0], report, at - last[1]))
+            click.echo(render(report, per_second))
         if not watch:
             return
+        last = (report, at)
         time.sleep(watch)
