@@ -196,3 +196,111 @@ async def test_a_deadline_passing_after_the_saga_completed_changes_nothing(
         assert await leftovers(aredis, world.saga) == {}
     finally:
         await cleanup_saga(aredis, world.saga)
+
+
+async def test_a_late_steps_compensation_failing_for_good_leaves_its_saga_to_an_operator(
+        lab: Lab, aredis: aioredis.Redis) -> None:
+    world = checkout_saga(lab, aredis, deadline=1.0, attempts=2)
+    heard = hear_outcomes(world.saga)
+    # Given a saga whose deadline passes while reserve runs, and whose compensation of
+    # reserve fails every time,
+    release = asyncio.Event()
+    reserve_started = asyncio.Event()
+
+    async def slow(order: Order, ctx: Context) -> None:
+        reserve_started.set()
+        await release.wait()
+
+    def warehouse_down(order: Order, ctx: Context) -> None:
+        raise ConnectionError("the warehouse is down")
+
+    world.fail["reserve"] = slow
+    world.fail["undo reserve"] = warehouse_down
+    undo_reserve = f"{world.saga.name}.reserve.undo"
+    try:
+        assert await world.saga.start(Order(n=1), saga_id="s1")
+        async with PoolRun(lab.app) as pool:
+            await pool.until(reserve_started.is_set, within=10, what="reserve running")
+            assert await until_final(aredis, world.saga, ["s1"], within=10,
+                                     alive=pool.check) == {"s1": "compensated"}
+            # when reserve returns late and its compensation fails for good,
+            release.set()
+            await pool.until(lambda: _dead_letters_of(aredis, world, undo_reserve),
+                             within=10, what="reserve's compensation dead-lettered")
+            await pool.until(lambda: settled(aredis, world.saga), within=10,
+                             what="nothing left in the saga's streams")
+            # then the saga does not say compensated while reserve stays applied: like
+            # any compensation failing for good, it leaves the saga failed, for a person,
+            seen = await effects(world.service)
+            assert seen["s1"].journal == ["do charge", "undo charge", "do reserve"]
+            assert await states(aredis, world.saga, ["s1"]) == {"s1": "failed"}
+            ledger = await saga_store.ledger(aredis, world.saga.keys, "s1")
+            assert ledger["failed_step"] == "reserve"
+            assert ledger["step:reserve"] == "undo_failed"
+            # and once the warehouse is back, an operator's retry undoes reserve.
+            del world.fail["undo reserve"]
+            assert await saga_store.resume(aredis, world.saga.runtime.layout, "s1",
+                                           action="retry",
+                                           now_ms=int(time.time() * 1000)) == "reserve"
+            assert await until_final(aredis, world.saga, ["s1"], within=10,
+                                     alive=pool.check) == {"s1": "compensated"}
+            await pool.until(lambda: settled(aredis, world.saga), within=10,
+                             what="nothing left in the saga's streams")
+        seen = await effects(world.service)
+        assert seen["s1"].journal == ["do charge", "undo charge", "do reserve", "undo reserve"]
+        assert seen["s1"].undone == {"charge": 1, "reserve": 1}
+        assert heard[-1].state == "compensated"
+        assert await dead_letters(aredis, world.saga) == {undo_reserve: 1}
+    finally:
+        release.set()
+        await cleanup_saga(aredis, world.saga)
+
+
+async def _dead_letters_of(client: aioredis.Redis, world: Checkout, handler: str) -> int:
+    return (await dead_letters(client, world.saga)).get(handler, 0)
+
+
+SWEEP_SECONDS = 1.0
+"""How often a pool sweeps its sagas' deadlines (``sagas.settlement``)."""
+
+
+async def test_many_sagas_due_at_once_are_all_turned_back_by_the_next_sweeps(
+        lab: Lab, aredis: aioredis.Redis) -> None:
+    world = checkout_saga(lab, aredis, deadline=1.0)
+    # Given 400 sagas with a one-second deadline, all stuck in their first step (which
+    # gives up once the test lets it),
+    release = asyncio.Event()
+
+    async def stuck(order: Order, ctx: Context) -> None:
+        await release.wait()
+        raise ctx.saga.abort("gave up")
+
+    world.fail["charge"] = stuck
+    ids = [f"s{n}" for n in range(400)]
+    try:
+        for chunk in range(0, len(ids), 100):
+            assert all(await asyncio.gather(*(world.saga.start(Order(n=1), saga_id=i)
+                                              for i in ids[chunk:chunk + 100])))
+        async with PoolRun(lab.app) as pool:
+            # when their deadline passes,
+            await until_final(aredis, world.saga, ids, within=30, alive=pool.check)
+            release.set()
+            await pool.until(lambda: settled(aredis, world.saga), within=30,
+                             what="nothing left in the saga's streams")
+        # then every one was turned back within two sweeps of its deadline (when Redis
+        # says it entered its final state), not a hundred per sweep;
+        deadlines = {i: int((await saga_store.ledger(aredis, world.saga.keys, i))
+                            ["deadline_ms"]) for i in ids}
+        stopped = dict(await aredis.zrange(world.saga.keys.by_state("compensated"), 0, -1,
+                                           withscores=True))
+        late_ms = {i: int(stopped[i.encode()]) - deadlines[i] for i in ids}
+        worst = max(late_ms, key=late_ms.__getitem__)
+        assert late_ms[worst] <= 2 * SWEEP_SECONDS * 1000, (
+            f"{worst} was turned back {late_ms[worst]} ms after its deadline; "
+            f"{sum(ms > 2000 for ms in late_ms.values())} of {len(ids)} over 2000 ms")
+        # and nothing ran: no step applied, nothing undone.
+        assert await effects(world.service) == {}
+        assert await dead_letters(aredis, world.saga) == {}
+    finally:
+        release.set()
+        await cleanup_saga(aredis, world.saga)
