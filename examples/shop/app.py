@@ -80,9 +80,12 @@ async def charge(order: OrderPlaced, ctx: Context) -> None:
 
 @charge.compensate(
     # A refund must not give up while the provider is down: many attempts, long waits.
+    # Its breaker is its own (the same provider, but other calls); it may open on the
+    # failures of an outage just after it ended (a count-based window), so it probes
+    # again sooner than the charge's: refunds are few, and owed.
     stop=stop_after_attempt(20),
     wait=wait_exponential_jitter(initial=1.0, max=30.0),
-    breaker=CircuitBreaker(window=20, min_calls=10, failure_rate=0.5, open_for=10.0),
+    breaker=CircuitBreaker(window=20, min_calls=10, failure_rate=0.5, open_for=5.0),
 )
 async def refund(payment: PaymentCaptured) -> None:
     """Undo ``charge``: give the payment back (idempotent at the provider)."""

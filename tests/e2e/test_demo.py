@@ -89,9 +89,10 @@ def test_the_demo_rides_out_a_payment_outage_and_every_checkout_ends_final(
     # also at random, which could fail the one half-open probe and reopen the breaker),
     # when the demo runs for 16 seconds at 20 checkouts a second with the provider down
     # from 3 s to 6 s (time for the pools to start on a busy machine; the shop's breaker
-    # stays open 10 s) and checkouts given 8 s,
+    # stays open 10 s), checkouts given 8 s, and up to 20 s to drain (the refunds' own
+    # breaker may open on the outage's failures too; the drain ends once all is done),
     result = run_demo("--duration", "16", "--rate", "20", "--outage-at", "3",
-                      "--outage-for", "3", "--deadline", "8", "--drain", "10",
+                      "--outage-for", "3", "--deadline", "8", "--drain", "20",
                       "--redis-url", private_redis.url, timeout=90,
                       SHOP_PAYMENT_FAILURE_RATE="0")
     out = result.stdout
