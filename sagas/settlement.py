@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("seawall.saga")
 
 DEADLINE_SWEEP_SECONDS = 1.0
+SWEEP_PAGE = 100
 
 Queue = Callable[[Any, str, list[Any], "Settler"], Any]
 Read = Callable[[Any, Any, "Settler"], None]
@@ -98,14 +99,28 @@ class SagaRuntime:
         async def sweep(client: Any) -> None:
             while True:
                 await asyncio.sleep(DEADLINE_SWEEP_SECONDS)
-                now_ms = int(time.time() * 1000)
-                for saga_id in await saga_store.due(client, self.keys, now_ms=now_ms):
-                    if await saga_store.abort(client, self.layout, saga_id, cause="timed_out",
-                                              only_if_due=True, now_ms=now_ms):
-                        log.warning("saga deadline passed; compensating", extra={
-                            "saga": self.keys.saga, "saga_id": saga_id})
+                turned = await self.turn_back_due(client)
+                if turned:
+                    log.warning("saga deadlines passed; compensating", extra={
+                        "saga": self.keys.saga, "count": turned})
 
         return f"saga-deadlines:{self.keys.saga}", sweep
+
+    async def turn_back_due(self, client: Any) -> int:
+        """Stop every running saga whose deadline has passed (a page at a time, until none
+        is left); returns how many this call stopped. Sweepers in other processes may stop
+        some of them first: each saga is stopped once (saga_abort.lua)."""
+        turned = 0
+        while True:
+            now_ms = int(time.time() * 1000)
+            due = await saga_store.due(client, self.keys, now_ms=now_ms, limit=SWEEP_PAGE)
+            for saga_id in due:
+                turned += await saga_store.abort(client, self.layout, saga_id,
+                                                 cause="timed_out", only_if_due=True,
+                                                 now_ms=now_ms)
+            if len(due) < SWEEP_PAGE or await saga_store.due(
+                    client, self.keys, now_ms=now_ms, limit=1) == due[:1]:
+                return turned
 
 
 def _saga_id(call: Call) -> str:

@@ -56,6 +56,15 @@ end
 -- A finished saga: its outcome for on_outcome, and its ledger kept as a tombstone for the
 -- retention, so that a late event finds "finished", not "unknown".
 local function finish(ledger, stack, timeline, saga_id, state)
+  local late_failed = redis.call('HGET', ledger, 'late_failed')
+  if state == 'compensated' and late_failed then
+    -- a late step's compensation failed meanwhile: not compensated, a person must look
+    state = 'failed'
+    redis.call('HSET', ledger, 'stopped_cause', redis.call('HGET', ledger, 'cause') or '',
+               'stopped_step', redis.call('HGET', ledger, 'failed_step') or '',
+               'failed_step', late_failed, 'cause', 'compensation_failed')
+    redis.call('HDEL', ledger, 'late_failed')
+  end
   set_state(ledger, saga_id, state)
   redis.call('ZREM', KEYS[7], saga_id)
   note(timeline, state, '', '')
@@ -65,8 +74,8 @@ local function finish(ledger, stack, timeline, saga_id, state)
     local payload = cjson.encode({saga = SAGA, saga_id = saga_id, state = state,
                                   cause = cause, failed_step = failed_step})
     redis.call('XADD', KEYS[8], '*', 'payload', payload, 'id',
-               saga_id .. ':outcome:' .. state, 'type', 'SagaOutcome', 'saga', SAGA,
-               'saga_id', saga_id)
+               saga_id .. ':outcome:' .. state .. ':' .. NOW, 'type', 'SagaOutcome',
+               'saga', SAGA, 'saga_id', saga_id)
   end
   if state ~= 'failed' then
     for _, key in ipairs({ledger, stack, timeline}) do

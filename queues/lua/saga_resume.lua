@@ -22,6 +22,7 @@ if action == 'skip' and wanted ~= step then
 end
 set_state(ledger, saga_id, 'compensating')
 restore_cause(ledger)
+redis.call('HDEL', ledger, 'late_failed')
 for _, key in ipairs({ledger, stack, timeline}) do
   redis.call('PERSIST', key)
 end

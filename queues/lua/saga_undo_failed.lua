@@ -28,7 +28,8 @@ for _ = 1, count do
       redis.call('XDEL', source, entry_id)
     end
     redis.call('XADD', dlq, '*', unpack(unpacked(letter)))
-    if redis.call('HGET', ledger, 'state') then
+    local state = redis.call('HGET', ledger, 'state')
+    if state then
       redis.call('HSET', ledger, 'step:' .. step, 'undo_failed', 'error:' .. step, err)
       note(timeline, 'compensation failed', step, err)
       if not late then
@@ -36,6 +37,16 @@ for _ = 1, count do
                    'stopped_step', redis.call('HGET', ledger, 'failed_step') or '')
         redis.call('HSET', ledger, 'failed_step', step, 'cause', 'compensation_failed')
         finish(ledger, stack, timeline, saga_id, 'failed')
+      elseif state == 'compensated' then
+        -- the saga had finished compensated; with this step still applied it is not
+        for _, key in ipairs({ledger, stack, timeline}) do
+          redis.call('PERSIST', key)
+        end
+        redis.call('HSET', ledger, 'late_failed', step)
+        finish(ledger, stack, timeline, saga_id, 'compensated')
+      else
+        -- still compensating: the saga ends failed instead of compensated (finish)
+        redis.call('HSET', ledger, 'late_failed', step)
       end
     end
   end
