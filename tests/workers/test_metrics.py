@@ -48,7 +48,7 @@ def test_each_settled_message_is_counted_by_handler_and_kind() -> None:
     metrics(call(), Outcome.parked(0))
     metrics(call("other"), Outcome.skipped())
 
-    deltas = metrics.take()
+    deltas = metrics.take_deltas()
 
     assert deltas.processed == {("billing.charge", "ok"): 3, ("billing.charge", "retry"): 1,
                                 ("billing.charge", "dead_letter"): 1,
@@ -63,7 +63,7 @@ def test_only_messages_whose_handler_ran_have_a_duration() -> None:
     metrics(call(), Outcome.parked(0))        # the breaker was open: nothing ran
     metrics(call(), Outcome.skipped())        # already done: nothing ran
 
-    counts = metrics.take().durations["billing.charge"]
+    counts = metrics.take_deltas().durations["billing.charge"]
 
     assert sum(counts[:SUM]) == 1
     assert counts[SUM] == pytest.approx(0.0004)
@@ -82,7 +82,7 @@ def test_a_duration_falls_in_the_first_bucket_whose_bound_it_does_not_pass(
     metrics = MessageMetrics()
     metrics(call(duration=duration), Outcome.ok())
 
-    counts = metrics.take().durations["billing.charge"]
+    counts = metrics.take_deltas().durations["billing.charge"]
 
     assert len(counts) == SLOTS + 1
     assert [i for i, n in enumerate(counts[:SUM]) if n] == [bucket]
@@ -96,12 +96,25 @@ def test_the_buckets_start_below_a_millisecond_and_are_sorted() -> None:
 def test_taking_starts_the_counting_afresh() -> None:
     metrics = MessageMetrics()
     metrics(call(duration=0.001), Outcome.ok())
-    first = metrics.take()
-    second = metrics.take()
+    first = metrics.take_deltas()
+    second = metrics.take_deltas()
     metrics(call(duration=0.001), Outcome.ok())
 
     assert first and not second
-    assert metrics.take().processed == {("billing.charge", "ok"): 1}
+    assert metrics.take_deltas().processed == {("billing.charge", "ok"): 1}
+
+
+def test_it_is_the_pools_outcome_counter_too() -> None:
+    """One observer call per message: the outcome counts for Redis (``seawall status``)
+    are counted by the same call, and taken apart from the report's."""
+    metrics = MessageMetrics()
+    metrics(call(duration=0.001), Outcome.ok())
+    metrics(call(duration=0.001), Outcome.retry(Flaky("x"), 0))
+
+    assert metrics.take() == {("billing.charge", "ok"): 1, ("billing.charge", "retry"): 1}
+    assert metrics.take_deltas().processed == {("billing.charge", "ok"): 1,
+                                               ("billing.charge", "retry"): 1}
+    assert not metrics.take() and not metrics.take_deltas()
 
 
 # -- the report on the pipe ---------------------------------------------------------------

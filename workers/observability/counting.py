@@ -5,7 +5,9 @@
 It runs on the pool's event loop for every message the ack pipeline confirmed, so it does
 the least it can: a dict increment per (handler, kind), a bisect into a fixed list of
 bucket counts for the duration, and a dict increment per (handler, error type) for a
-failure. No lock (one thread), no file, no Prometheus object. :meth:`MessageMetrics.take`
+failure. No lock (one thread), no file, no Prometheus object. It *is* the pool's outcome
+counter (``workers.runtime.counts``, whose counts go to Redis for ``seawall status``),
+extended, so that a message costs one observer call, not two. :meth:`MessageMetrics.take`
 hands the counts since the last take to the reporter (``workers.observability.reporter``),
 which sends them to the supervisor about once a second.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 from workers.middleware import Call
 from workers.outcome import Outcome
+from workers.runtime.counts import OutcomeCounter
 
 BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -46,12 +49,14 @@ class Deltas:
         return bool(self.processed or self.durations or self.exceptions)
 
 
-class MessageMetrics:
-    """An observer (``app.observe`` shape) counting what :class:`Deltas` holds."""
+class MessageMetrics(OutcomeCounter):
+    """The pool's outcome counter (``take`` and ``flush`` still serve ``seawall status``)
+    that also counts what :class:`Deltas` holds (:meth:`take_deltas`)."""
 
     __slots__ = ("_durations", "_exceptions", "_processed")
 
     def __init__(self) -> None:
+        super().__init__()
         self._processed: dict[tuple[str, str], int] = {}
         self._durations: dict[str, list[float]] = {}
         self._exceptions: dict[tuple[str, str], int] = {}
@@ -60,6 +65,7 @@ class MessageMetrics:
         handler = call.handler
         # (``_value_``: the kind's plain str; an enum member's hash is a Python-level call)
         key = (handler, outcome.kind._value_)
+        self._counts[key] += 1  # the outcome counts for Redis (OutcomeCounter's)
         processed = self._processed
         processed[key] = processed.get(key, 0) + 1
         duration = call.duration
@@ -75,8 +81,9 @@ class MessageMetrics:
             exceptions = self._exceptions
             exceptions[failure] = exceptions.get(failure, 0) + 1
 
-    def take(self) -> Deltas:
-        """The counts since the last take (the counting starts afresh)."""
+    def take_deltas(self) -> Deltas:
+        """The counts since the last take (the counting starts afresh); the outcome counts
+        for Redis are taken apart (``take``)."""
         deltas = Deltas(self._processed, self._durations, self._exceptions)
         self._processed, self._durations, self._exceptions = {}, {}, {}
         return deltas

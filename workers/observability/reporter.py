@@ -99,7 +99,7 @@ class Reporter:
             heard = gate.take_transitions()
             report.transitions += [(c.name, a, b, n) for (a, b), n in heard.items()]
         if self.metrics is not None:
-            deltas = self.metrics.take()
+            deltas = self.metrics.take_deltas()
             report.processed = [(h, streams.get(h, ""), kind, n)
                                 for (h, kind), n in deltas.processed.items()]
             report.durations = deltas.durations

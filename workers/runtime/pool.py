@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,7 +28,6 @@ from queues.connection import connect, redact
 from queues.envelope import Envelope
 from workers.app import App
 from workers.handler import HandlerSpec
-from workers.observability.reporter import Reporter
 from workers.plugin import BackgroundLoop
 from workers.pool_config import PoolConfig
 from workers.registry import write_registry
@@ -45,6 +44,9 @@ from workers.runtime.runner import Runner
 from workers.runtime.settle import Settler
 from workers.runtime.stack import build_stack
 from workers.runtime.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from workers.observability.reporter import Reporter
 
 log = logging.getLogger("seawall.pool")
 
@@ -87,8 +89,10 @@ class Pool:
         self.consumers: list[HandlerConsumer] = []
         self._movers: list[RetryMover] = []
         self._acker: AckBatcher | None = None
-        self.counter = OutcomeCounter()
-        """Settled outcomes per handler and kind, sent to Redis for ``status``."""
+        metrics = reporter.metrics if reporter is not None else None
+        self.counter = OutcomeCounter() if metrics is None else metrics
+        """Settled outcomes per handler and kind, sent to Redis for ``status`` (with a
+        reporter that counts messages, its counter, which also counts for ``/metrics``)."""
         self.client: Any = None
         self.reporter = reporter
         """Reports to the supervisor (metrics, heartbeat), when it made a pipe for them."""
@@ -112,9 +116,7 @@ class Pool:
         streams.read_raw(self.client)
         executor = ThreadPoolExecutor(self.config.concurrency,
                                       thread_name_prefix=f"seawall-{self.config.name}")
-        metrics = self.reporter.metrics if self.reporter is not None else None
-        acker = self._acker = AckBatcher(self.client, [
-            self.counter, *([metrics] if metrics is not None else []), *self.app.observers])
+        acker = self._acker = AckBatcher(self.client, [self.counter, *self.app.observers])
         self.consumers = [self._assemble(spec, acker, executor) for spec in self.specs]
         log.info("pool starting", extra={"pool": self.config.name, "consumer": self.consumer,
                                          "handlers": [s.name for s in self.specs],
