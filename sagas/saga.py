@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -53,7 +53,13 @@ class Step:
         self.pool = pool
         self.compensation: Callable[..., Any] | None = None
 
-    def compensate(self, func: F | None = None, **options: Any) -> Any:
+    @overload
+    def compensate(self, func: F, /) -> F: ...
+
+    @overload
+    def compensate(self, func: None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def compensate(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
         """``@step.compensate`` or ``@step.compensate(pool=..., stop=...)``: the handler
         that undoes this step, given the step's memo (or, without one, the event the step
         handled). Its retries, dead letters and breaker are its own."""
@@ -131,7 +137,13 @@ class Saga:
                          idempotent=True, plugin=UndoPlugin(self.runtime, step.name),
                          **options)(func)
 
-    def on_outcome(self, func: F | None = None, **options: Any) -> Any:
+    @overload
+    def on_outcome(self, func: F, /) -> F: ...
+
+    @overload
+    def on_outcome(self, func: None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def on_outcome(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
         """``@saga.on_outcome``: a handler called once per finished saga with a
         :class:`~sagas.models.SagaOutcome` (completed, compensated or failed)."""
 
