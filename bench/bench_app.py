@@ -6,6 +6,7 @@ follow-up come from the environment so that one module serves every run of the b
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pydantic import BaseModel
 from tenacity import stop_after_attempt, wait_none
@@ -22,7 +23,32 @@ FOLLOW_UP_STREAM = os.environ.get("BENCH_FOLLOW_UP_STREAM") or None
 """If set, every message publishes one follow-up (``{"n": n}``) to this stream with
 ``ctx.publish``: the consume-transform-produce shape of a saga step."""
 
-app = App("bench")
+TRACING = os.environ.get("BENCH_TRACING", "0") == "1"
+"""Trace with OpenTelemetry at 1 % sampling: the SDK's parent-based sampler (a message's
+producer made the decision, written in its ``traceparent``; 1 % of new traces otherwise),
+each span ended and exported to nothing: the run measures seawall's spans, not an
+exporter's (nor the garbage collector sweeping spans kept in memory)."""
+
+
+def _tracer_provider() -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(0.01))
+    provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    return provider
+
+
+app = App("bench", tracing=_tracer_provider() if TRACING else None)
 app.pool("bench", concurrency=int(os.environ.get("BENCH_CONCURRENCY", "200")), processes=1)
 
 

@@ -6,7 +6,7 @@ from outside: from the first entry read (the group's ``entries-read`` moves) unt
 has no lag and nothing pending. Process start-up is thus left out of both.
 
     python bench/throughput.py [--n 20000] [--rounds 3]
-                               [--runs followup,fail10,nobreaker,idempotent]
+                               [--runs followup,fail10,nobreaker,idempotent,tracing]
 
 ``--runs`` picks the extra runs (default: ``followup``; ``--runs ''`` for none).
 ``followup`` is consume-transform-produce: the seawall handler publishes one follow-up per
@@ -15,7 +15,10 @@ of 100, sends one pipeline with an XADD per message and the XACK
 (bench/raw_followup_consumer.py). Both are done only when, besides the source group's
 having no lag and nothing pending, the target stream holds N entries (seawall's follow-ups
 may become visible a moment after their ack). ``fail10``, ``nobreaker`` and ``idempotent``
-are seawall variants, each compared with the plain seawall run.
+are seawall variants, each compared with the plain seawall run. ``tracing`` (the ``otel``
+extra) traces with OpenTelemetry at 1 % sampling (a parent-based TraceIdRatioBased(0.01)
+sampler, spans exported to nothing), its messages published as a traced producer at
+that rate writes them: each with a ``traceparent``, 1 % of them flagged sampled.
 
 Each variant runs ``--rounds`` times, the variants interleaved (each round starting with the
 next one) so that a noisy moment on a shared machine hits all of them alike; the table shows
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import time
@@ -73,15 +77,23 @@ def median_round(results: list[Result]) -> Result:
     return Result(middle.name, middle.messages, middle.seconds, peak, cpu)
 
 
-def _publish(client: redis.Redis, stream: str, n: int) -> None:
+def _publish(client: redis.Redis, stream: str, n: int, *, sampled: float | None = None) -> None:
+    """N orders; with ``sampled``, each with a ``traceparent`` of a trace of its own, that
+    share of them flagged sampled."""
     sys.path.insert(0, str(ROOT))
     from queues.envelope import encode
 
+    rng = random.Random(n)
     for start in range(0, n, 1000):
         with client.pipeline(transaction=False) as pipe:
             for i in range(start, min(n, start + 1000)):
-                pipe.xadd(stream, encode({"n": i, "order_id": f"o-{i}", "amount_cents": 500 + i},
-                                         type="Order"))
+                fields = encode({"n": i, "order_id": f"o-{i}", "amount_cents": 500 + i},
+                                type="Order")
+                if sampled is not None:
+                    flags = "01" if rng.random() < sampled else "00"
+                    fields["traceparent"] = (f"00-{rng.getrandbits(128):032x}-"
+                                             f"{rng.getrandbits(64):016x}-{flags}")
+                pipe.xadd(stream, fields)
             pipe.execute()
 
 
@@ -206,15 +218,16 @@ def run_raw_followup(client: redis.Redis, url: str, n: int) -> Result:
 
 def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
                 breaker: bool = True, idempotent: bool = False,
-                follow_up: bool = False) -> Result:
+                follow_up: bool = False, tracing: bool = False) -> Result:
     sys.path.insert(0, str(ROOT))
     from queues.keys import HandlerKeys
 
     stream = f"bench-sw-{uuid.uuid4().hex[:8]}"
     target = f"{stream}-out" if follow_up else ""
     keys = HandlerKeys(stream, "bench.noop")
-    _publish(client, stream, n)
+    _publish(client, stream, n, sampled=0.01 if tracing else None)
     env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
+               BENCH_TRACING="1" if tracing else "0",
                BENCH_BREAKER="1" if breaker else "0",
                BENCH_IDEMPOTENT="1" if idempotent else "0", BENCH_FOLLOW_UP_STREAM=target,
                SEAWALL_REDIS_URL=url,
@@ -255,11 +268,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", default="followup",
                         help="extra runs, comma separated: followup (the default), fail10, "
-                             "nobreaker, idempotent; '' for none")
+                             "nobreaker, idempotent, tracing; '' for none")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
     extra = {r.strip() for r in args.runs.split(",") if r.strip()}
-    unknown = extra - {"followup", "fail10", "nobreaker", "idempotent"}
+    unknown = extra - {"followup", "fail10", "nobreaker", "idempotent", "tracing"}
     if unknown:
         parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
     url, n = args.redis_url, args.n
@@ -283,6 +296,9 @@ def main() -> None:
     if "fail10" in extra:
         variants.append(lambda: run_seawall(client, url, n, name="seawall, 10% fail once",
                                             fail_every=10))
+    if "tracing" in extra:
+        variants.append(lambda: run_seawall(client, url, n, name="seawall, tracing 1%",
+                                            tracing=True))
     rounds: list[list[Result]] = [[] for _ in variants]
     for r in range(max(1, args.rounds)):
         # Each round starts with the next variant, so that no variant always runs first

@@ -1,8 +1,8 @@
 """The benchmark scripts run on a tiny input and print their tables and ratio lines.
 
 Nothing here is timed (CONVENTIONS 13: benchmarks are not tests); these only keep
-bench/latency.py, bench/throughput.py's follow-up runs and bench/sagas.py working as the
-runtime changes.
+bench/latency.py, bench/throughput.py's follow-up and tracing runs and bench/sagas.py
+working as the runtime changes.
 """
 
 from __future__ import annotations
@@ -57,3 +57,11 @@ def test_sagas_prints_its_table_and_the_ratio() -> None:
     for name in ("plain chain (3 handlers)", "saga (3 steps)"):
         assert re.search(rf"^{re.escape(name)}\s+100\s", out, re.M), out
     assert re.search(rf"^ratio: {NUMBER}$", out, re.M), out
+
+
+def test_throughput_tracing_prints_its_row_beside_the_plain_run() -> None:
+    out = run_script("bench/throughput.py", "--runs", "tracing", "--n", "200", "--rounds", "1",
+                     timeout=60)
+    assert re.search(r"^seawall, tracing 1%\s+200\s", out, re.M), out
+    assert re.search(rf"^seawall, tracing 1%: {NUMBER} of the seawall run's msgs/s", out,
+                     re.M), out

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -20,10 +22,18 @@ from workers.middleware import Middleware, Observer
 from workers.pool_config import PoolConfig
 from workers.registry import HandlerRecord
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from workers.runtime.tracing import Tracing
+
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=Middleware)
 Obs = TypeVar("Obs", bound=Observer)
 Payload = BaseModel | Mapping[str, Any] | str | bytes
+TRACING_ENV = "SEAWALL_TRACING"
+_ON = ("1", "true", "yes", "on")
+_NO_SPAN = nullcontext()
 
 
 class App:
@@ -31,9 +41,15 @@ class App:
 
     The Redis URL is, in order: ``--redis-url``, ``SEAWALL_REDIS_URL``, ``App(redis_url=)``,
     ``redis://localhost:6379/0``.
+
+    ``tracing``: OpenTelemetry spans of the messages it publishes and handles (the ``otel``
+    extra; :mod:`workers.runtime.tracing`): True sends them to the global tracer provider,
+    a ``TracerProvider`` to that one; None (the default) turns them on when
+    ``SEAWALL_TRACING=1``.
     """
 
-    def __init__(self, name: str, *, redis_url: str | None = None) -> None:
+    def __init__(self, name: str, *, redis_url: str | None = None,
+                 tracing: bool | TracerProvider | None = None) -> None:
         if not name or not isinstance(name, str):
             raise ConfigError("App needs a name: App('shop')")
         self.name = name
@@ -49,6 +65,14 @@ class App:
         """App-wide middleware, outermost first; see :mod:`workers.middleware`."""
         self.observers: list[Observer] = []
         """Called with every settled message in the pool processes."""
+        self.tracing: Tracing | None = None
+        """The app's spans (None: not traced)."""
+        if tracing is None and os.environ.get(TRACING_ENV, "").lower() in _ON:
+            from workers.runtime.tracing import start
+            self.tracing = start(required=False)
+        elif tracing is not None and tracing is not False:
+            from workers.runtime.tracing import start
+            self.tracing = start(None if tracing is True else tracing, required=True)
 
     # -- declaring ---------------------------------------------------------------------
 
@@ -144,6 +168,15 @@ class App:
             self._async_clients[loop] = client
         return client
 
+    def sending(self, stream: str,
+                *batch: MutableMapping[str, str | bytes]) -> AbstractContextManager[None]:
+        """``with app.sending(stream, fields):`` around writing messages: when the app
+        traces, a ``send <stream>`` span per message, its context written into the message's
+        ``traceparent`` as the block starts; else nothing."""
+        if self.tracing is None:
+            return _NO_SPAN
+        return self.tracing.send(stream, *batch)
+
     def publish(
         self,
         stream: str,
@@ -158,7 +191,8 @@ class App:
         """Publish one message (blocking); returns its message id."""
         fields = encode(payload, type=type, message_id=message_id, correlation_id=correlation_id,
                         causation_id=causation_id, headers=headers)
-        producer.publish_fields(self.sync_client, stream, fields)
+        with self.sending(stream, fields):
+            producer.publish_fields(self.sync_client, stream, fields)
         return str(fields["id"])
 
     async def apublish(
@@ -175,20 +209,23 @@ class App:
         """Publish one message from async code; returns its message id."""
         fields = encode(payload, type=type, message_id=message_id, correlation_id=correlation_id,
                         causation_id=causation_id, headers=headers)
-        await producer.apublish_fields(self.async_client, stream, fields)
+        with self.sending(stream, fields):
+            await producer.apublish_fields(self.async_client, stream, fields)
         return str(fields["id"])
 
     def publish_many(self, stream: str, payloads: Iterable[Payload], *,
                      type: str | None = None) -> list[str]:
         """Publish many messages in one pipelined round trip; returns their message ids."""
         batch = [encode(p, type=type) for p in payloads]
-        producer.publish_many(self.sync_client, stream, batch)
+        with self.sending(stream, *batch):
+            producer.publish_many(self.sync_client, stream, batch)
         return [str(f["id"]) for f in batch]
 
     async def apublish_many(self, stream: str, payloads: Iterable[Payload], *,
                             type: str | None = None) -> list[str]:
         batch = [encode(p, type=type) for p in payloads]
-        await producer.apublish_many(self.async_client, stream, batch)
+        with self.sending(stream, *batch):
+            await producer.apublish_many(self.async_client, stream, batch)
         return [str(f["id"]) for f in batch]
 
     def close(self) -> None:

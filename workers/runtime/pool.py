@@ -322,7 +322,7 @@ class Pool:
         stack = build_stack(spec, executor=executor, timeout=timeout,
                             app_middleware=self.app.middleware_stack, gate=gate,
                             diverted=diverted, done_at_fetch=done_at_fetch,
-                            look_up_done=look_up_done)
+                            look_up_done=look_up_done, tracing=self.app.tracing)
         runner = Runner(name=spec.name, pool=pool.name, stream=spec.stream, stack=stack,
                         settler=settler, limiter=self.limiter, in_flight=in_flight,
                         timeout=timeout, policy=spec.retry_policy)

@@ -2,6 +2,8 @@
 
 From the outside in (see :mod:`workers.middleware` for the user's view)::
 
+    ProcessSpans     only when the app traces (``workers.runtime.tracing``): the message's
+                     ``process <stream>`` span, around everything below
     Guard            only when there is user middleware: whatever a middleware raises
                      becomes the message's failure (the retry policy decides)
     app middleware   app.middleware(...), in the order added
@@ -25,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from queues.envelope import Envelope
 from workers.context import Context
@@ -35,6 +37,9 @@ from workers.middleware import Call, Middleware, Next
 from workers.outcome import Kind, Outcome
 from workers.runtime.gate import BreakerGate
 from workers.runtime.policy import failure_outcome
+
+if TYPE_CHECKING:
+    from workers.runtime.tracing import Tracing
 
 log = logging.getLogger("seawall.stack")
 
@@ -209,7 +214,8 @@ def uncancel() -> None:
 def build_stack(spec: HandlerSpec, *, executor: Executor, timeout: float | None,
                 app_middleware: Sequence[Middleware], gate: BreakerGate | None,
                 diverted: set[EntryKey], done_at_fetch: dict[EntryKey, bool],
-                look_up_done: Callable[[Envelope], Awaitable[bool]]) -> Next:
+                look_up_done: Callable[[Envelope], Awaitable[bool]],
+                tracing: Tracing | None = None) -> Next:
     """The handler's whole stack, outermost layer returned."""
     top: Next = Invoke(spec, spec.handler, executor, timeout=timeout)
     if spec.idempotent:
@@ -223,4 +229,6 @@ def build_stack(spec: HandlerSpec, *, executor: Executor, timeout: float | None,
         top = _bind(layer, top)
     if user:
         top = Guard(top, spec, timeout)
+    if tracing is not None:
+        top = tracing.layer(top, spec)
     return top
