@@ -45,9 +45,7 @@ for _ = 1, count do
         end
         turn_back(ledger, stack, timeline, saga_id, 'compensating', cause, step)
       elseif undo_self and UNDO[step] then
-        redis.call('XADD', UNDO[step], '*', 'payload', memo, 'id',
-                   saga_id .. ':undo:' .. step, 'saga', SAGA, 'saga_id', saga_id,
-                   'step', step, 'late', '1')
+        undo_event(ledger, saga_id, step, memo, saga_id .. ':undo:' .. step, true)
       end
     end
   end

@@ -39,6 +39,22 @@ local function unpacked(packed)
   return fields
 end
 
+-- Compensation events carry the saga's trace context (kept from its start), so that a
+-- saga's compensations join its trace like its steps do.
+local function undo_event(ledger, saga_id, step, memo, id, late)
+  local fields = {'payload', memo, 'id', id, 'saga', SAGA, 'saga_id', saga_id, 'step', step}
+  local parent = redis.call('HGET', ledger, 'traceparent')
+  if parent then
+    fields[#fields + 1] = 'traceparent'
+    fields[#fields + 1] = parent
+  end
+  if late then
+    fields[#fields + 1] = 'late'
+    fields[#fields + 1] = '1'
+  end
+  redis.call('XADD', UNDO[step], '*', unpack(fields))
+end
+
 local function note(timeline, event, step, detail)
   redis.call('XADD', timeline, 'MAXLEN', '~', 200, '*', 'event', event, 'step', step or '',
              'detail', detail or '', 'at', NOW)
@@ -100,8 +116,7 @@ local function undo_next(ledger, stack, timeline, saga_id)
   end
   local memo = redis.call('HGET', ledger, 'memo:' .. step) or '{}'
   redis.call('HSET', ledger, 'step:' .. step, 'compensating', 'undoing', step)
-  redis.call('XADD', UNDO[step], '*', 'payload', memo, 'id', saga_id .. ':undo:' .. step,
-             'saga', SAGA, 'saga_id', saga_id, 'step', step)
+  undo_event(ledger, saga_id, step, memo, saga_id .. ':undo:' .. step, false)
   note(timeline, 'compensating', step, '')
   return step
 end

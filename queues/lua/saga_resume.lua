@@ -29,9 +29,7 @@ end
 if action == 'retry' then
   local memo = redis.call('HGET', ledger, 'memo:' .. step) or '{}'
   redis.call('HSET', ledger, 'step:' .. step, 'compensating', 'undoing', step)
-  redis.call('XADD', UNDO[step], '*', 'payload', memo, 'id',
-             saga_id .. ':undo:' .. step .. ':' .. NOW, 'saga', SAGA, 'saga_id', saga_id,
-             'step', step)
+  undo_event(ledger, saga_id, step, memo, saga_id .. ':undo:' .. step .. ':' .. NOW, false)
   note(timeline, 'retried by an operator', step, text)
 else
   redis.call('HSET', ledger, 'step:' .. step, 'skipped', 'note:' .. step, text)

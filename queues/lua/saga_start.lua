@@ -13,10 +13,16 @@ if redis.call('EXISTS', ledger) == 1 then
 end
 redis.call('HSET', ledger, 'saga', SAGA, 'saga_id', saga_id, 'started_at', NOW,
            'deadline_ms', deadline)
+local fields = unpacked(ARGV[ARG0 + 2])
+for i = 1, #fields - 1, 2 do
+  if fields[i] == 'traceparent' then
+    redis.call('HSET', ledger, 'traceparent', fields[i + 1])
+  end
+end
 set_state(ledger, saga_id, 'running')
 if deadline > 0 then
   redis.call('ZADD', KEYS[7], deadline, saga_id)
 end
 note(timeline, 'started', '', '')
-redis.call('XADD', first, '*', unpack(unpacked(ARGV[ARG0 + 2])))
+redis.call('XADD', first, '*', unpack(fields))
 return 1

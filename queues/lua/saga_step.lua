@@ -51,9 +51,7 @@ for _ = 1, count do
       code = 3
       redis.call('HSET', ledger, 'step:' .. step, 'late', 'memo:' .. step, memo)
       if UNDO[step] then
-        redis.call('XADD', UNDO[step], '*', 'payload', memo, 'id',
-                   saga_id .. ':undo:' .. step, 'saga', SAGA, 'saga_id', saga_id,
-                   'step', step, 'late', '1')
+        undo_event(ledger, saga_id, step, memo, saga_id .. ':undo:' .. step, true)
       end
       note(timeline, 'late', step, 'finished after the saga stopped: compensating it')
     end
