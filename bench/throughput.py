@@ -6,7 +6,7 @@ from outside: from the first entry read (the group's ``entries-read`` moves) unt
 has no lag and nothing pending. Process start-up is thus left out of both.
 
     python bench/throughput.py [--n 20000] [--rounds 3]
-                               [--runs followup,fail10,nobreaker,idempotent,tracing]
+                               [--runs followup,fail10,nobreaker,idempotent,tracing,metrics]
 
 ``--runs`` picks the extra runs (default: ``followup``; ``--runs ''`` for none).
 ``followup`` is consume-transform-produce: the seawall handler publishes one follow-up per
@@ -19,6 +19,11 @@ are seawall variants, each compared with the plain seawall run. ``tracing`` (the
 extra) traces with OpenTelemetry at 1 % sampling (a parent-based TraceIdRatioBased(0.01)
 sampler, spans exported to nothing), its messages published as a traced producer at
 that rate writes them: each with a ``traceparent``, 1 % of them flagged sampled.
+
+``metrics`` runs the same pool under ``seawall run --metrics-port`` (the supervisor, its pipe
+to the pool process, the counting per message), with JSON logs at INFO, scraping ``/metrics``
+every second as a Prometheus would; at the end it checks that the scrape counted every
+message, and compares its msgs/s with the plain seawall run's (a pool process alone).
 
 Each variant runs ``--rounds`` times, the variants interleaved (each round starting with the
 next one) so that a noisy moment on a shared machine hits all of them alike; the table shows
@@ -34,7 +39,10 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -259,6 +267,68 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
     return Result(name, n, seconds, rss, cpu)
 
 
+def _scrape_ok(port: int, handler: str) -> float | None:
+    """``seawall_messages_processed_total{outcome="ok"}`` of ``handler``, or None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if (line.startswith("seawall_messages_processed_total{")
+                and f'handler="{handler}"' in line and 'outcome="ok"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def run_seawall_metrics(client: redis.Redis, url: str, n: int) -> Result:
+    """The plain seawall run's pool, started by ``seawall run --metrics-port`` (metrics on,
+    JSON logs at INFO), scraped every second while it drains."""
+    sys.path.insert(0, str(ROOT))
+    from queues.keys import HandlerKeys
+    from workers.cli.private_redis import free_port
+
+    stream = f"bench-swm-{uuid.uuid4().hex[:8]}"
+    keys = HandlerKeys(stream, "bench.noop")
+    _publish(client, stream, n)
+    port = free_port()
+    env = dict(os.environ, BENCH_STREAM=stream, SEAWALL_REDIS_URL=url,
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with tempfile.TemporaryFile() as logs:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers", "run", "bench.bench_app:app", "--metrics-port",
+             str(port), "--log-level", "INFO", "--log-format", "json"],
+            env=env, cwd=ROOT, stdout=logs, stderr=logs)
+        scraping = threading.Event()
+
+        def scrape_every_second() -> None:
+            while not scraping.wait(1.0):
+                _scrape_ok(port, keys.handler)
+
+        scraper = threading.Thread(target=scrape_every_second, daemon=True)
+        scraper.start()
+        try:
+            seconds, rss, cpu = _time_drain(client, proc, stream, keys.group, n, n)
+            deadline = time.monotonic() + 10
+            counted = _scrape_ok(port, keys.handler)
+            while counted != n and time.monotonic() < deadline:
+                time.sleep(0.2)  # (the pool reports once a second)
+                counted = _scrape_ok(port, keys.handler)
+            if counted != n:
+                logs.seek(0)
+                tail = logs.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"/metrics counted {counted} of {n} messages\n{tail}")
+        finally:
+            scraping.set()
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            client.delete(stream, keys.retry, keys.delayed, keys.dlq, keys.breaker)
+    return Result("seawall, metrics on", n, seconds, rss, cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -268,11 +338,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", default="followup",
                         help="extra runs, comma separated: followup (the default), fail10, "
-                             "nobreaker, idempotent, tracing; '' for none")
+                             "nobreaker, idempotent, tracing, metrics; '' for none")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
     extra = {r.strip() for r in args.runs.split(",") if r.strip()}
-    unknown = extra - {"followup", "fail10", "nobreaker", "idempotent", "tracing"}
+    unknown = extra - {"metrics", "followup", "fail10", "nobreaker", "idempotent", "tracing"}
     if unknown:
         parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
     url, n = args.redis_url, args.n
@@ -299,6 +369,8 @@ def main() -> None:
     if "tracing" in extra:
         variants.append(lambda: run_seawall(client, url, n, name="seawall, tracing 1%",
                                             tracing=True))
+    if "metrics" in extra:
+        variants.append(lambda: run_seawall_metrics(client, url, n))
     rounds: list[list[Result]] = [[] for _ in variants]
     for r in range(max(1, args.rounds)):
         # Each round starts with the next variant, so that no variant always runs first
