@@ -7,6 +7,7 @@
   both recover when it is back.
 * A pool whose event loop is blocked (``time.sleep`` in an ``async def``) is reported
   (``/readyz`` 503) and restarted, until its message is dead-lettered as poison.
+* A pool that crash-loops fails ``/livez``.
 * ``seawall health`` answers each case with its documented exit code.
 """
 
@@ -361,6 +362,45 @@ def test_a_pool_whose_event_loop_is_blocked_is_reported_and_restarted(e2e: E2E) 
 
     run.signal(signal.SIGTERM)
     assert run.wait(timeout=20) == 0
+
+
+# -- a crash loop --------------------------------------------------------------------------
+
+CRASHING = """
+import threading
+
+app.pool("crashy", concurrency=2, claim_after=600)
+
+if os.environ.get("SEAWALL_TELEMETRY_FD"):  # in the pool processes, not in `seawall run`
+    threading.Timer(0.3, os._exit, [3]).start()
+
+
+@app.handler({stream!r}, pool="crashy", name={handler!r})
+async def work(msg: Msg) -> None:
+    pass
+"""
+
+
+def test_a_pool_that_crash_loops_fails_livez(e2e: E2E) -> None:
+    stream, handler = e2e.stream("orders"), e2e.handler("work")
+    app_path = e2e.write_app(CRASHING.format(stream=stream, handler=handler))
+    port = free_port()
+
+    # Given a pool whose processes die a moment after they start,
+    run = e2e.run(app_path, "--metrics-port", str(port))
+    wait_status(port, "/livez", 200, run)
+
+    # then after five crashes in a row (restarted 0.5, 1, 2, 4 s later) /livez fails,
+    body = wait_status(port, "/livez", 503, run, timeout=60)
+    assert "crashy[0] is crash-looping" in body
+    code, out = health(e2e, "--live", port=port)
+    assert code == 1 and "crash-looping" in out, out
+    assert health(e2e, "--ready", port=port)[0] == 1
+    _, samples = scrape(port)
+    assert (value(samples, "seawall_pool_restarts_total", pool="crashy") or 0) >= 4
+
+    run.signal(signal.SIGTERM)
+    assert run.wait(timeout=30) == 0
 
 
 # -- seawall health's exit codes -----------------------------------------------------------

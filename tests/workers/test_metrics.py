@@ -287,6 +287,17 @@ def test_a_process_killed_for_being_stuck_is_not_killed_again() -> None:
     assert health.stuck(view(running=False), now=500.0) is None
 
 
+def test_a_process_that_sent_its_last_report_is_stopping_not_stuck() -> None:
+    totals = Totals(HANDLERS)
+    totals.started("payments[0]", "payments", 0, pid=1, now=0.0, failures=0)
+    totals.add("payments[0]", report(1, final=True), now=1.0)
+
+    assert health.stuck(totals.slots["payments[0]"], now=500.0) is None
+    totals.started("payments[0]", "payments", 0, pid=2, now=600.0, failures=0)
+    totals.add("payments[0]", report(2), now=601.0)
+    assert health.stuck(totals.slots["payments[0]"], now=700.0) is not None
+
+
 def test_five_quick_crashes_in_a_row_are_a_crash_loop_until_a_process_stays_up() -> None:
     assert not health.crash_looping(view(failures=4, running=False), now=10.0)
     assert health.crash_looping(view(failures=5, running=False), now=10.0)

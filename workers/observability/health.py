@@ -5,7 +5,8 @@ a pipe or Redis.
 
 * **stuck** (the supervisor kills the process, then restarts it as after a crash): no
   report on its pipe for ``stuck_after`` seconds (``START_ALLOWANCE`` before its first,
-  while the app loads), or a report saying its event loop stalled that long;
+  while the app loads), or a report saying its event loop stalled that long; never after
+  its last report (it is stopping);
 * **live** (``/livez``): the supervisor's own loop turned recently, and no pool slot is
   crash-looping. Never fails because Redis is down or a breaker is open: restarting the
   container cures neither;
@@ -43,7 +44,7 @@ MAX_READY_LAG = 2.0
 
 def stuck(view: SlotView, now: float, stuck_after: float = STUCK_AFTER) -> str | None:
     """Why the slot's process counts as stuck, or None."""
-    if not view.running or view.killed is not None:
+    if not view.running or view.killed is not None or view.stopping:
         return None
     if view.heard_at is None:
         silent = now - view.started_at

@@ -124,6 +124,11 @@ class Hub:
         with self._lock:
             self.totals.restarted(pool)
 
+    @property
+    def reading(self) -> list[str]:
+        """The slots whose pipe is open (their process has not closed its end)."""
+        return sorted(self._pipes)
+
     def beat(self, now: float) -> None:
         """The supervisor's loop turned (``/livez``)."""
         self.ticked_at = now
@@ -154,14 +159,17 @@ class Hub:
 
     def _read(self, label: str, pipe: _Pipe) -> None:
         chunks = [pipe.buffer]
+        ended = False
         while True:
             try:
                 chunk = os.read(pipe.fd, 65536)
             except BlockingIOError:
                 break
             except OSError:
+                ended = True
                 break
             if not chunk:
+                ended = True  # the child closed its end (it is stopping, or died)
                 break
             chunks.append(chunk)
         data = b"".join(chunks)
@@ -181,6 +189,10 @@ class Hub:
                 continue
             with self._lock:
                 self.totals.add(label, report, now)
+        if ended:
+            # Stop selecting on it: an ended pipe is always "readable", and the supervisor's
+            # loop would spin until the process is reaped.
+            self._close_pipe(label)
 
     def _close_pipe(self, label: str) -> None:
         pipe = self._pipes.pop(label, None)

@@ -47,6 +47,8 @@ class SlotView:
     breakers: dict[str, str] = field(default_factory=dict)
     killed: str | None = None
     """Why the supervisor killed its current process (stuck), if it did."""
+    stopping: bool = False
+    """Its current process sent its last report: it is on its way out, not stuck."""
 
     def read_age_at(self, now: float) -> float | None:
         if self.read_age is None or self.heard_at is None:
@@ -100,7 +102,7 @@ class Totals:
                 failures: int) -> None:
         view = self.slot(label, pool, index)
         view.pid, view.running, view.started_at, view.failures = pid, True, now, failures
-        view.heard_at, view.read_age, view.killed = None, None, None
+        view.heard_at, view.read_age, view.killed, view.stopping = None, None, None, False
         view.lag, view.saturated, view.in_flight, view.capacity = 0.0, False, 0, 0
         view.breakers = {}
 
@@ -123,6 +125,7 @@ class Totals:
         view.saturated, view.in_flight, view.capacity = (report.saturated, report.in_flight,
                                                          report.capacity)
         view.breakers = dict(report.breakers)
+        view.stopping = view.stopping or report.final
         for handler, stream, kind, n in report.processed:
             key = (stream, handler, pool, kind)
             self.processed[key] = self.processed.get(key, 0) + n
