@@ -30,7 +30,7 @@ from workers.observability.probe import LIVE, METRICS_PORT_ENV, READY, ask
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Where the supervisor listens.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
-              metavar="SECONDS")
+              metavar="SECONDS", help="How long to wait for the supervisor's answer.")
 def health(app_path: str | None, check: str, metrics_port: int | None, host: str,
            timeout: float) -> None:
     """Exit 0 if the `seawall run` serving --metrics-port is alive (--live, the default) or
