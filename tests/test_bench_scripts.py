@@ -42,7 +42,7 @@ def test_latency_prints_its_table_and_the_p99_ratio() -> None:
 
 
 def test_throughput_followup_prints_both_ratios() -> None:
-    out = run_script("bench/throughput.py", "--runs", "followup", "--n", "200", "--rounds", "1",
+    out = run_script("bench/throughput.py", "--runs", "followup", "--n", "2000", "--rounds", "1",
                      timeout=60)
     for name in ("raw redis-py loop", "seawall", "raw loop, follow-up", "seawall, follow-up"):
         assert re.search(rf"^{re.escape(name)}\s+200\s", out, re.M), out
@@ -60,7 +60,7 @@ def test_sagas_prints_its_table_and_the_ratio() -> None:
 
 
 def test_throughput_tracing_prints_its_row_beside_the_plain_run() -> None:
-    out = run_script("bench/throughput.py", "--runs", "tracing", "--n", "200", "--rounds", "1",
+    out = run_script("bench/throughput.py", "--runs", "tracing", "--n", "2000", "--rounds", "1",
                      timeout=60)
     assert re.search(r"^seawall, tracing 1%\s+200\s", out, re.M), out
     assert re.search(rf"^seawall, tracing 1%: {NUMBER} of the seawall run's msgs/s", out,

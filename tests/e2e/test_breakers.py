@@ -426,10 +426,11 @@ def test_operators_open_and_close_a_running_fleet_within_a_batch(e2e: E2E) -> No
         # most one more batch), while messages pile up in the stream,
         wait_until(lambda: time.time() >= opened + 1.0, timeout=2)
         calls, lag_before, sent = dep.calls(), lag(client, stream, handler), len(publisher.ids)
-        wait_until(lambda: time.time() >= opened + 2.0, timeout=2)
+        # (on a loaded machine the publisher's thread may stall: wait for ten more)
+        wait_until(lambda: time.time() >= opened + 2.0 and len(publisher.ids) - sent >= 10,
+                   timeout=15, what="ten more messages published")
         assert dep.calls() == calls
         lag_after, sent_after = lag(client, stream, handler), len(publisher.ids)
-        assert sent_after - sent >= 10, "the publisher kept publishing"
         assert abs((lag_after - lag_before) - (sent_after - sent)) <= 2, "none was read"
         stragglers = [c for c in dep.call_log() if c.breaker == "forced_open"]
         assert len(stragglers) <= 2 * concurrency, stragglers
