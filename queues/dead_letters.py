@@ -24,7 +24,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from queues.delayed import Fields, flatten
+from queues.commit import pack_fields
+from queues.delayed import Fields
 from queues.envelope import ID, PAYLOAD
 from queues.scripts import LuaScript
 
@@ -139,11 +140,26 @@ async def dead_letter(
     the script is only queued and this returns True; ``execute()``'s reply holds the new
     dead letter's id, or None.
     """
-    args: list[Any] = [group, entry_id, "1" if drop_source else "0", *flatten(fields)]
+    packed = pack_fields({_b(k): _b(v) for k, v in fields.items()})
+    args: list[Any] = [group, "1" if drop_source else "0", entry_id, packed]
     reply = await _DEAD_LETTER(client_or_pipe, [source_stream, dlq_key], args)
     if isinstance(reply, Pipeline):
         return True
-    return reply is not None
+    return reply[0] is not None
+
+
+def queue_dead_letters(pipe: Any, *, source_stream: str, group: str, dlq_key: str,
+                       letters: list[tuple[str, bytes]], drop_source: bool = False) -> None:
+    """Add one ``dead_letter.lua`` call for a batch to ``pipe``: (entry id, the dead
+    letter's fields packed with ``queues.commit.pack_fields``) per entry."""
+    args: list[Any] = [group, "1" if drop_source else "0"]
+    for entry_id, packed in letters:
+        args += [entry_id, packed]
+    _DEAD_LETTER.queue(pipe, [source_stream, dlq_key], args)
+
+
+def _b(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8")
 
 
 async def replay(

@@ -1,20 +1,34 @@
--- dead_letter: ack a failed entry and append it to the handler's dead-letter stream, atomically.
--- KEYS[1]  source stream the entry was read from (the user's stream or the retry stream)
+-- dead_letter: ack a batch of failed entries of one stream and append each to the handler's
+-- dead-letter stream, atomically per entry (one call per batch: a flood of invalid
+-- messages is dead-lettered at about the speed of acks).
+-- KEYS[1]  source stream the entries were read from (the user's stream or the retry stream)
 -- KEYS[2]  the handler's dead-letter stream (seawall:{stream}:dlq:<handler>)
 -- ARGV[1]  consumer group (the handler's name)
--- ARGV[2]  entry id on KEYS[1]
--- ARGV[3]  "1" to XDEL the entry after the ack (only for the handler's own retry stream)
--- ARGV[4..] the dead letter's fields, flattened: name1, value1, name2, value2, ...
--- Returns the dead letter's entry id, or false (nil) if the entry was no longer pending
--- (already acked): the message is then kept once, where it is, never twice.
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return false
+-- ARGV[2]  "1" to XDEL each entry after its ack (only for the handler's own retry stream)
+-- ARGV[3..] for each entry: its id, then the dead letter's fields packed as "<len>:<bytes>"
+--           for each name and value in turn (queues.commit.pack_fields)
+-- Returns, per entry, the dead letter's id, or false (nil) if the entry was no longer
+-- pending (already acked): the message is then kept once, where it is, never twice.
+local function unpacked(packed)
+  local fields, at, size = {}, 1, #packed
+  while at <= size do
+    local colon = string.find(packed, ':', at, true)
+    local length = tonumber(string.sub(packed, at, colon - 1))
+    fields[#fields + 1] = string.sub(packed, colon + 1, colon + length)
+    at = colon + length + 1
+  end
+  return fields
 end
-if ARGV[3] == '1' then
-  redis.call('XDEL', KEYS[1], ARGV[2])
+
+local out = {}
+for i = 3, #ARGV, 2 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 0 then
+    out[#out + 1] = false
+  else
+    if ARGV[2] == '1' then
+      redis.call('XDEL', KEYS[1], ARGV[i])
+    end
+    out[#out + 1] = redis.call('XADD', KEYS[2], '*', unpack(unpacked(ARGV[i + 1])))
+  end
 end
-local fields = {}
-for i = 4, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-return redis.call('XADD', KEYS[2], '*', unpack(fields))
+return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -41,6 +41,7 @@ class AckBatcher:
     __slots__ = (
         "__weakref__",
         "_acks",
+        "_batches",
         "_client",
         "_commits",
         "_contributors",
@@ -61,6 +62,7 @@ class AckBatcher:
         self._acks: dict[tuple[str, str], list[str]] = {}
         self._commits: dict[CommitKey, list[Pending]] = {}
         self._relays: list[Relay] = []
+        self._batches: dict[Hashable, list[Any]] = {}
         self._contributors: list[Contributor] = []
         self._ops: list[tuple[PipelineOp, ReplyHandler | None]] = []
         self._on_sent: list[Callable[[], None]] = []
@@ -113,6 +115,26 @@ class AckBatcher:
         if on_sent is not None:
             self._on_sent.append(on_sent)
         self._wake.set()
+
+    def batch(self, key: Hashable, item: Any,
+              queue: Callable[[Any, list[Any]], None]) -> None:
+        """Add ``item`` to the batch ``key`` of the next flush: the first item registers an
+        op that, when the flush runs, calls ``queue(pipe, items)`` once for all of them
+        (one script call for a batch of dead letters, not one per message). A flush that
+        fails sends the same batch again; items added meanwhile make a batch of their own."""
+        items = self._batches.get(key)
+        if items is not None:
+            items.append(item)
+            return
+        items = self._batches[key] = [item]
+        batches = self._batches
+
+        async def op(pipe: Any) -> None:
+            if batches.get(key) is items:
+                del batches[key]
+            queue(pipe, items)
+
+        self.add_op(op)
 
     def relay(self, relays: Sequence[Relay]) -> None:
         """Relay follow-ups committed into an outbox (by an op's script) with the next

@@ -24,8 +24,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from queues.commit import Pending
-from queues.dead_letters import dead_letter, dead_letter_fields
+from queues.commit import Pending, pack_fields
+from queues.dead_letters import dead_letter_fields, queue_dead_letters
 from queues.delayed import retry_fields, schedule_retry
 from queues.envelope import ORIGIN_ENTRY_ID, Envelope
 from queues.keys import HandlerKeys
@@ -37,11 +37,72 @@ from workers.runtime.acker import AckBatcher
 log = logging.getLogger("seawall.settle")
 HOST = socket.gethostname()
 
+FULL_LINES = 5
+"""Failures of one (handler, error type, what happened) logged in full before they are
+only counted."""
+SUMMARY_EVERY = 10.0
+"""Seconds between the summary lines of a failure that keeps happening."""
+
+
+class FailureLog:
+    """Logs failures so that a flood writes tens of lines, not a million: the first
+    :data:`FULL_LINES` of each (error type, message) in full, then one line per
+    :data:`SUMMARY_EVERY` seconds saying how many more there were."""
+
+    __slots__ = ("_handler", "_seen")
+
+    def __init__(self, handler: str) -> None:
+        self._handler = handler
+        self._seen: dict[tuple[str, str], list[float]] = {}
+        """(message, error type) -> [count logged in full, suppressed since, last summary]"""
+
+    def log(self, level: int, message: str, outcome: Outcome, extra: dict[str, Any],
+            now: float | None = None) -> None:
+        key = (message, outcome.error_type or "")
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = [0.0, 0.0, 0.0]
+        if seen[0] < FULL_LINES:
+            seen[0] += 1
+            log.log(level, message, extra=extra)
+            if seen[0] == FULL_LINES:
+                seen[2] = time.monotonic() if now is None else now
+            return
+        seen[1] += 1
+        at = time.monotonic() if now is None else now
+        if at - seen[2] >= SUMMARY_EVERY:
+            log.log(level, f"{message} (and more like it: counted, not logged)", extra={
+                "handler": self._handler, "error_type": outcome.error_type,
+                "count": int(seen[1]), "seconds": round(at - seen[2], 1)})
+            seen[1] = 0.0
+            seen[2] = at
+
+
+_STACKS: dict[tuple[Any, ...], str] = {}
+
+
+def formatted_traceback(error: BaseException) -> str:
+    """The error's traceback as text. The stack part is formatted once per distinct place
+    it was raised from (a flood of invalid payloads all fail in the same place); only the
+    exception's own lines are formatted each time."""
+    frames = traceback.extract_tb(error.__traceback__)
+    key = (type(error), *((f.filename, f.lineno, f.name) for f in frames))
+    stack = _STACKS.get(key)
+    if stack is None:
+        stack = "".join(["Traceback (most recent call last):\n",
+                         *traceback.format_list(frames)]) if frames else ""
+        if len(_STACKS) < 1000:
+            _STACKS[key] = stack
+    if error.__cause__ is not None or error.__context__ is not None:
+        return "".join(traceback.format_exception(error))  # chained: rare, keep it whole
+    return stack + "".join(traceback.format_exception_only(type(error), error))
+
 
 class Settler:
     """Turns one handler's outcomes into operations on the ack pipeline."""
 
-    __slots__ = ("_consumer", "_handler", "_idempotent", "_observed", "_plugin", "_retry_due",
+    __slots__ = ("_consumer", "_failures", "_handler", "_idempotent", "_observed", "_plugin",
+                 "_retry_due",
                  "_stream", "acker", "group", "keys", "marker_ttl")
 
     def __init__(self, *, handler: str, stream: str, keys: HandlerKeys, consumer: str,
@@ -56,6 +117,7 @@ class Settler:
         self._idempotent = idempotent
         self.marker_ttl = max(1, int(marker_ttl))
         self._plugin = plugin
+        self._failures = FailureLog(handler)
         self._retry_due = retry_due
         """Told when a retry or a park is due, so the handler's mover looks by then."""
         self._observed = acker.observed
@@ -120,7 +182,7 @@ class Settler:
 
         self.acker.add_op(op, on_sent=lambda: self._retry_due(due_ms))
         if retried:
-            log.info("handler failed; retry scheduled", extra={
+            self._failures.log(logging.INFO, "handler failed; retry scheduled", outcome, {
                 **self._describe(envelope), "error_type": outcome.error_type,
                 "error": str(outcome.error)[:500], "retry_in": round((due_ms - now_ms) / 1000, 3)})
 
@@ -133,24 +195,25 @@ class Settler:
             envelope.fields, handler=self._handler, stream=self._stream,
             origin_entry_id=envelope.origin_entry_id, attempts=envelope.attempt,
             error_type=type(error).__name__, error=str(error),
-            traceback="".join(traceback.format_exception(error)),
+            traceback=formatted_traceback(error),
             first_failed_at_ms=first if first is not None else now_ms, failed_at_ms=now_ms,
             consumer=self._consumer, host=HOST, reason=outcome.reason,
         )
 
     def log_dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
-        log.error("message dead-lettered", extra={
+        self._failures.log(logging.ERROR, "message dead-lettered", outcome, {
             **self._describe(envelope), "reason": outcome.reason,
             "error_type": outcome.error_type, "error": str(outcome.error)[:500]})
 
     def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
         fields = self.dead_letter_fields(envelope, outcome)
-        source, group, keys = envelope.source, self.group, self.keys
+        source, keys = envelope.source, self.keys
+        drop = source == keys.retry
 
-        async def op(pipe: Any) -> None:
-            await dead_letter(pipe, source_stream=source, group=group,
-                              entry_id=envelope.entry_id, dlq_key=keys.dlq, fields=fields,
-                              drop_source=source == keys.retry)
+        def queue(pipe: Any, letters: list[tuple[str, bytes]]) -> None:
+            queue_dead_letters(pipe, source_stream=source, group=self.group, dlq_key=keys.dlq,
+                               letters=letters, drop_source=drop)
 
-        self.acker.add_op(op)
+        self.acker.batch(("dead-letter", source, keys.dlq), (envelope.entry_id,
+                                                             pack_fields(fields)), queue)
         self.log_dead_letter(envelope, outcome)
