@@ -155,9 +155,10 @@ class Context:
         headers: Mapping[str, str] | None = None,
         message_id: str | None = None,
     ) -> str:
-        """Publish a follow-up message that carries this one's correlation id and names this
-        message as its cause; returns its id. It becomes visible on ``stream`` when this
-        message's ack is committed, and never if the handler fails.
+        """Publish a follow-up message that carries this one's correlation id and trace
+        context (``traceparent``) and names this message as its cause; returns its id. It
+        becomes visible on ``stream`` when this message's ack is committed, and never if the
+        handler fails.
 
         The id is the same on every attempt of this message (the n-th follow-up to a stream
         gets the n-th id), so a follow-up relayed twice after a crash is a duplicate that an
@@ -182,6 +183,12 @@ class Context:
         fields = encode(payload, type=type, headers=headers,
                         message_id=self._follow_up_id(stream, message_id),
                         correlation_id=self.correlation_id, causation_id=self.message_id)
+        cause = self._envelope.fields
+        if b"traceparent" in cause and "traceparent" not in fields:
+            # the trace goes on (a traced handler's layer gives it a send span of its own)
+            fields["traceparent"] = cause[b"traceparent"]
+            if b"tracestate" in cause:
+                fields["tracestate"] = cause[b"tracestate"]
         self._sink.stage(FollowUp(stream, fields))
         return str(fields["id"])
 

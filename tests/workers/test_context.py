@@ -1,6 +1,7 @@
 """A handler's context (pure: no Redis, nothing sent): what it tells about the message, and
 how ``publish``/``publish_sync`` stage follow-ups on the call with ids derived from the
-message (the same on every attempt), its correlation id and itself as the cause."""
+message (the same on every attempt), its correlation id, its trace context and itself as
+the cause."""
 
 from __future__ import annotations
 
@@ -231,3 +232,20 @@ def test_a_refused_publish_takes_no_place_in_the_count() -> None:
     first = ctx.publish_sync("payments", {"n": 0})
 
     assert first == follow_up_id("m1", HANDLER, "payments", 0)
+
+
+def test_a_follow_up_carries_its_causes_trace_context_on() -> None:
+    sink = Sink()
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+
+    context(sink, envelope(**MESSAGE, traceparent=parent, tracestate="k=v")).publish_sync(
+        "payments", {"n": 1})
+    context(sink).publish_sync("payments", {"n": 2})  # a cause without one: none
+    mine = "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01"
+    context(sink, envelope(**MESSAGE, traceparent=parent)).publish_sync(
+        "payments", {"n": 3}, headers={"traceparent": mine})  # given: kept
+
+    first, second, third = (s.fields for s in sink.staged)
+    assert (first["traceparent"], first["tracestate"]) == (parent.encode(), b"k=v")
+    assert "traceparent" not in second
+    assert third["traceparent"] == mine

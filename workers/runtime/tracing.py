@@ -39,15 +39,16 @@ in the same trace.
 
 Unsampled messages cost next to nothing: when the incoming ``traceparent`` says "not
 sampled" and the provider's sampler drops the children of unsampled remote parents (the
-SDK's ``ParentBased``, by default), no span is made. The layer reads one field, passes the
-call on, and copies that ``traceparent`` onto the call's follow-ups, so the decision holds
-downstream and every message of the chain keeps the trace id its log lines carry.
+SDK's ``ParentBased``, by default), no span is made: the layer reads one field and hands
+the call on. Its follow-ups carry that ``traceparent`` on (``ctx.publish`` copies the
+cause's, traced or not), so the decision holds downstream and every message of the chain
+keeps the trace id its log lines carry.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -253,15 +254,13 @@ class ProcessSpans:
         self._dead_letters = dead_letters
         self._skip_unsampled = skip_unsampled
 
-    async def __call__(self, call: Call) -> Outcome:
-        fields = call.envelope.fields
-        traceparent = fields.get(b"traceparent")
+    def __call__(self, call: Call) -> Awaitable[Outcome]:
+        traceparent = call.envelope.fields.get(b"traceparent")
         if traceparent is not None and self._skip_unsampled and unsampled(traceparent):
-            outcome = await self._inner(call)
-            if outcome.follow_ups:
-                carry(outcome.follow_ups, traceparent, fields.get(b"tracestate"))
-            return outcome
-        return await self._tracing.process(self._inner, call, self._dead_letters)
+            # no span, no coroutine of its own; its follow-ups carry this traceparent on
+            # (``Context.publish`` copies it)
+            return self._inner(call)
+        return self._tracing.process(self._inner, call, self._dead_letters)
 
 
 def inject(span: Span, fields: Fields) -> None:
@@ -275,17 +274,6 @@ def inject(span: Span, fields: Fields) -> None:
         fields[TRACESTATE] = context.trace_state.to_header()
     else:
         fields.pop(TRACESTATE, None)
-
-
-def carry(follow_ups: Sequence[FollowUp], traceparent: bytes, state: bytes | None) -> None:
-    """Give unsampled follow-ups the ``traceparent`` of the message that caused them."""
-    for follow_up in follow_ups:
-        fields = _fields(follow_up)
-        fields[TRACEPARENT] = traceparent
-        if state:
-            fields[TRACESTATE] = state
-        else:
-            fields.pop(TRACESTATE, None)
 
 
 def _fields(follow_up: FollowUp) -> Fields:
