@@ -85,9 +85,11 @@ def median_round(results: list[Result]) -> Result:
     return Result(middle.name, middle.messages, middle.seconds, peak, cpu)
 
 
-def _publish(client: redis.Redis, stream: str, n: int, *, sampled: float | None = None) -> None:
+def _publish(client: redis.Redis, stream: str, n: int, *, sampled: float | None = None,
+             invalid: bool = False) -> None:
     """N orders; with ``sampled``, each with a ``traceparent`` of a trace of its own, that
-    share of them flagged sampled."""
+    share of them flagged sampled; ``invalid``: every one fails validation (``n`` is not a
+    number)."""
     sys.path.insert(0, str(ROOT))
     from queues.envelope import encode
 
@@ -95,8 +97,8 @@ def _publish(client: redis.Redis, stream: str, n: int, *, sampled: float | None 
     for start in range(0, n, 1000):
         with client.pipeline(transaction=False) as pipe:
             for i in range(start, min(n, start + 1000)):
-                fields = encode({"n": i, "order_id": f"o-{i}", "amount_cents": 500 + i},
-                                type="Order")
+                fields = encode({"n": f"#{i}" if invalid else i, "order_id": f"o-{i}",
+                                 "amount_cents": 500 + i}, type="Order")
                 if sampled is not None:
                     flags = "01" if rng.random() < sampled else "00"
                     fields["traceparent"] = (f"00-{rng.getrandbits(128):032x}-"
@@ -226,24 +228,29 @@ def run_raw_followup(client: redis.Redis, url: str, n: int) -> Result:
 
 def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
                 breaker: bool = True, idempotent: bool = False,
-                follow_up: bool = False, tracing: bool = False) -> Result:
+                follow_up: bool = False, tracing: bool = False,
+                invalid: bool = False) -> Result:
     sys.path.insert(0, str(ROOT))
     from queues.keys import HandlerKeys
 
     stream = f"bench-sw-{uuid.uuid4().hex[:8]}"
     target = f"{stream}-out" if follow_up else ""
     keys = HandlerKeys(stream, "bench.noop")
-    _publish(client, stream, n, sampled=0.01 if tracing else None)
+    _publish(client, stream, n, sampled=0.01 if tracing else None, invalid=invalid)
     env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
                BENCH_TRACING="1" if tracing else "0",
                BENCH_BREAKER="1" if breaker else "0",
                BENCH_IDEMPOTENT="1" if idempotent else "0", BENCH_FOLLOW_UP_STREAM=target,
                SEAWALL_REDIS_URL=url,
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    log = tempfile.TemporaryFile() if invalid else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.runtime.process", "bench.bench_app:app", "bench", "0",
-         "--log-level", "WARNING"], env=env, cwd=ROOT)
+         "--log-level", "WARNING", "--log-format", "json"], env=env, cwd=ROOT, stderr=log)
     checks: list[Callable[[], bool]] = []
+    if invalid:
+        checks.append(_holds(client, keys.dlq, n))
+    seconds = float("nan")
     if fail_every:
         checks.append(lambda: _extra_idle(client, keys.delayed, keys.retry, keys.group))
     if follow_up:
@@ -258,6 +265,11 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
         except subprocess.TimeoutExpired:
             proc.kill()
         client.delete(stream, keys.retry, keys.delayed, keys.dlq, keys.breaker)
+        if log is not None:
+            log.seek(0)
+            lines = sum(1 for _ in log)
+            log.close()
+            print(f"{name}: {lines} log lines for {n} dead letters in {seconds:.1f} s")
         if follow_up:
             client.delete(target, *client.scan_iter(match=f"seawall:{{{stream}}}:*"))
         if idempotent:
@@ -338,11 +350,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", default="followup",
                         help="extra runs, comma separated: followup (the default), fail10, "
-                             "nobreaker, idempotent, tracing, metrics; '' for none")
+                             "nobreaker, idempotent, tracing, metrics, invalid; '' for none")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
     extra = {r.strip() for r in args.runs.split(",") if r.strip()}
-    unknown = extra - {"metrics", "followup", "fail10", "nobreaker", "idempotent", "tracing"}
+    unknown = extra - {"metrics", "followup", "fail10", "nobreaker", "idempotent", "tracing",
+                       "invalid"}
     if unknown:
         parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
     url, n = args.redis_url, args.n
@@ -371,6 +384,9 @@ def main() -> None:
                                             tracing=True))
     if "metrics" in extra:
         variants.append(lambda: run_seawall_metrics(client, url, n))
+    if "invalid" in extra:
+        variants.append(lambda: run_seawall(client, url, n, name="seawall, all invalid",
+                                            invalid=True))
     rounds: list[list[Result]] = [[] for _ in variants]
     for r in range(max(1, args.rounds)):
         # Each round starts with the next variant, so that no variant always runs first

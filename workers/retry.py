@@ -162,7 +162,8 @@ def decide(
     if isinstance(error, NonRetryable):
         return GiveUp(f"non-retryable: {type(error).__name__}")
     if isinstance(error, ValidationError):
-        if any(e.get("type") == "json_invalid" for e in error.errors()):
+        if any(e["type"] == "json_invalid" for e in error.errors(
+                include_url=False, include_context=False, include_input=False)):
             return GiveUp("undecodable payload: not valid JSON")
         return GiveUp("invalid payload: validation failed")
     if isinstance(error, EnvelopeError):

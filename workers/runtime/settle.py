@@ -56,15 +56,18 @@ class FailureLog:
         self._seen: dict[tuple[str, str], list[float]] = {}
         """(message, error type) -> [count logged in full, suppressed since, last summary]"""
 
-    def log(self, level: int, message: str, outcome: Outcome, extra: dict[str, Any],
+    def log(self, level: int, message: str, outcome: Outcome,
+            extra: dict[str, Any] | Callable[[], dict[str, Any]],
             now: float | None = None) -> None:
+        """``extra``: the line's fields, or a function making them (only called for a line
+        that is logged in full)."""
         key = (message, outcome.error_type or "")
         seen = self._seen.get(key)
         if seen is None:
             seen = self._seen[key] = [0.0, 0.0, 0.0]
         if seen[0] < FULL_LINES:
             seen[0] += 1
-            log.log(level, message, extra=extra)
+            log.log(level, message, extra=extra() if callable(extra) else extra)
             if seen[0] == FULL_LINES:
                 seen[2] = time.monotonic() if now is None else now
             return
@@ -81,21 +84,35 @@ class FailureLog:
 _STACKS: dict[tuple[Any, ...], str] = {}
 
 
-def formatted_traceback(error: BaseException) -> str:
+def _exception_line(error: BaseException, text: str) -> str:
+    """What ``traceback.format_exception_only`` prints for a plain exception, from its text
+    already made (``str`` of a validation error is not cheap: make it once)."""
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ in ("__main__", "builtins") \
+        else f"{kind.__module__}.{kind.__qualname__}"
+    return f"{name}: {text}\n" if text else f"{name}\n"
+
+
+def formatted_traceback(error: BaseException, text: str | None = None) -> str:
     """The error's traceback as text. The stack part is formatted once per distinct place
     it was raised from (a flood of invalid payloads all fail in the same place); only the
     exception's own lines are formatted each time."""
-    frames = traceback.extract_tb(error.__traceback__)
-    key = (type(error), *((f.filename, f.lineno, f.name) for f in frames))
-    stack = _STACKS.get(key)
+    key: list[Any] = [type(error)]
+    tb = error.__traceback__
+    while tb is not None:  # (cheap: extract_tb would read source lines for every call)
+        key.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    stack = _STACKS.get(tuple(key))
     if stack is None:
+        frames = traceback.extract_tb(error.__traceback__)
         stack = "".join(["Traceback (most recent call last):\n",
                          *traceback.format_list(frames)]) if frames else ""
         if len(_STACKS) < 1000:
-            _STACKS[key] = stack
-    if error.__cause__ is not None or error.__context__ is not None:
-        return "".join(traceback.format_exception(error))  # chained: rare, keep it whole
-    return stack + "".join(traceback.format_exception_only(type(error), error))
+            _STACKS[tuple(key)] = stack
+    if (error.__cause__ is not None or error.__context__ is not None
+            or getattr(error, "__notes__", None)):
+        return "".join(traceback.format_exception(error))  # chained or noted: rare, whole
+    return stack + _exception_line(error, str(error) if text is None else text)
 
 
 class Settler:
@@ -182,7 +199,7 @@ class Settler:
 
         self.acker.add_op(op, on_sent=lambda: self._retry_due(due_ms))
         if retried:
-            self._failures.log(logging.INFO, "handler failed; retry scheduled", outcome, {
+            self._failures.log(logging.INFO, "handler failed; retry scheduled", outcome, lambda: {
                 **self._describe(envelope), "error_type": outcome.error_type,
                 "error": str(outcome.error)[:500], "retry_in": round((due_ms - now_ms) / 1000, 3)})
 
@@ -191,17 +208,18 @@ class Settler:
         now_ms = int(time.time() * 1000)
         error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
         first = envelope.first_failed_at_ms
+        text = str(error)
         return dead_letter_fields(
             envelope.fields, handler=self._handler, stream=self._stream,
             origin_entry_id=envelope.origin_entry_id, attempts=envelope.attempt,
-            error_type=type(error).__name__, error=str(error),
-            traceback=formatted_traceback(error),
+            error_type=type(error).__name__, error=text,
+            traceback=formatted_traceback(error, text),
             first_failed_at_ms=first if first is not None else now_ms, failed_at_ms=now_ms,
             consumer=self._consumer, host=HOST, reason=outcome.reason,
         )
 
     def log_dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
-        self._failures.log(logging.ERROR, "message dead-lettered", outcome, {
+        self._failures.log(logging.ERROR, "message dead-lettered", outcome, lambda: {
             **self._describe(envelope), "reason": outcome.reason,
             "error_type": outcome.error_type, "error": str(outcome.error)[:500]})
 
