@@ -122,6 +122,38 @@ def dead_letter_fields(
     return out
 
 
+def _pair(name: bytes, value: bytes) -> bytes:
+    return b"%d:%b%d:%b" % (len(name), name, len(value), value)
+
+
+def pack_constant(*, handler: str, stream: str, consumer: str, host: str) -> bytes:
+    """The metadata every dead letter of one handler in one process shares, packed once."""
+    return b"".join(_pair(k.encode(), v.encode("utf-8", "replace")) for k, v in (
+        (HANDLER, handler), (STREAM, stream), (CONSUMER, consumer), (HOST, host)))
+
+
+_PREFIX_B = PREFIX.encode()
+
+
+def pack_dead_letter(original_fields: Mapping[bytes, bytes], constant: bytes, *,
+                     origin_entry_id: str, attempts: int, error_type: str, error: str,
+                     traceback: str, first_failed_at_ms: int | None, failed_at_ms: int,
+                     reason: str) -> bytes:
+    """:func:`dead_letter_fields`, packed for ``dead_letter.lua`` (``queues.commit.
+    pack_fields``' format) without building the dict: the same fields, made at the speed a
+    flood of dead letters needs. ``constant`` comes from :func:`pack_constant`."""
+    parts = [_pair(k, v) for k, v in original_fields.items() if not k.startswith(_PREFIX_B)]
+    parts.append(constant)
+    for name, value in (
+            (ENTRY_ID, origin_entry_id), (ATTEMPTS, str(attempts)), (ERROR_TYPE, error_type),
+            (ERROR, _head(error, ERROR_LIMIT)), (TRACEBACK, _tail(traceback, TRACEBACK_LIMIT)),
+            (FIRST_FAILED_AT, str(first_failed_at_ms if first_failed_at_ms is not None
+                                  else failed_at_ms)),
+            (FAILED_AT, str(failed_at_ms)), (REASON, reason)):
+        parts.append(_pair(name.encode(), value.encode("utf-8", "replace")))
+    return b"".join(parts)
+
+
 async def dead_letter(
     client_or_pipe: aioredis.Redis,
     *,

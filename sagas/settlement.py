@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from queues import saga_store
-from queues.commit import pack_fields
 from queues.keys import SagaKeys
 from queues.saga_store import SagaLayout, StepDone, StepFailed, UndoFailed, Undone
 from workers.errors import StepAborted
@@ -182,8 +181,7 @@ class StepPlugin:
             return True
         if kind is Kind.DEAD_LETTER:
             aborted = isinstance(outcome.error, StepAborted)
-            letter = b"" if aborted else pack_fields(settler.dead_letter_fields(envelope,
-                                                                                outcome))
+            letter = b"" if aborted else settler.packed_dead_letter(envelope, outcome)
             if not aborted:
                 settler.log_dead_letter(envelope, outcome)
             memo = call.memo if call.memo is not None else envelope.payload
@@ -252,7 +250,7 @@ class UndoPlugin:
             settler.log_dead_letter(envelope, outcome)
             self._failures.add(settler, envelope.source, UndoFailed(
                 envelope.entry_id, saga_id, self._step,
-                pack_fields(settler.dead_letter_fields(envelope, outcome)),
+                settler.packed_dead_letter(envelope, outcome),
                 str(outcome.error)[:500], late))
             return True
         return False

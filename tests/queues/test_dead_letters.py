@@ -237,3 +237,30 @@ def test_an_entry_without_metadata_parses_as_empty_not_an_error() -> None:
     assert letter.failed_at_ms == 1_700_000_000_000
     assert letter.payload_json() == "not json"
     assert letter.to_dict()["payload"] == "not json"
+
+
+def test_a_packed_dead_letter_holds_the_same_fields_as_the_dict() -> None:
+    from queues.commit import pack_fields
+    from queues.dead_letters import pack_constant, pack_dead_letter
+
+    original = {b"payload": b'{"n": 1}', b"id": b"m1", b"dlq_error": b"stale"}
+    common = {"handler": "billing.charge", "stream": "orders", "consumer": "c1", "host": "h"}
+    per = {"origin_entry_id": "1-0", "attempts": 3, "error_type": "ValueError",
+           "error": "bad \u2713", "traceback": "Traceback...", "first_failed_at_ms": None,
+           "failed_at_ms": 1700, "reason": "attempts exhausted"}
+    expected = dead_letter_fields(original, **common, **per)
+
+    packed = pack_dead_letter(original, pack_constant(**common), **per)
+
+    def pairs(blob: bytes) -> dict[bytes, bytes]:
+        out, at, values = {}, 0, []
+        while at < len(blob):
+            colon = blob.index(b":", at)
+            length = int(blob[at:colon])
+            values.append(blob[colon + 1:colon + 1 + length])
+            at = colon + 1 + length
+        for name, value in zip(values[::2], values[1::2], strict=True):
+            out[name] = value
+        return out
+
+    assert pairs(packed) == expected == pairs(pack_fields(expected))

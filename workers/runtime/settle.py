@@ -24,8 +24,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from queues.commit import Pending, pack_fields
-from queues.dead_letters import dead_letter_fields, queue_dead_letters
+from queues.commit import Pending
+from queues.dead_letters import (
+    dead_letter_fields,
+    pack_constant,
+    pack_dead_letter,
+    queue_dead_letters,
+)
 from queues.delayed import retry_fields, schedule_retry
 from queues.envelope import ORIGIN_ENTRY_ID, Envelope
 from queues.keys import HandlerKeys
@@ -118,9 +123,9 @@ def formatted_traceback(error: BaseException, text: str | None = None) -> str:
 class Settler:
     """Turns one handler's outcomes into operations on the ack pipeline."""
 
-    __slots__ = ("_consumer", "_failures", "_handler", "_idempotent", "_observed", "_plugin",
-                 "_retry_due",
-                 "_stream", "acker", "group", "keys", "marker_ttl")
+    __slots__ = ("_constant", "_consumer", "_failures", "_handler", "_idempotent",
+                 "_observed", "_plugin", "_retry_due", "_stream", "acker", "group", "keys",
+                 "marker_ttl")
 
     def __init__(self, *, handler: str, stream: str, keys: HandlerKeys, consumer: str,
                  acker: AckBatcher, idempotent: bool, marker_ttl: float,
@@ -135,6 +140,8 @@ class Settler:
         self.marker_ttl = max(1, int(marker_ttl))
         self._plugin = plugin
         self._failures = FailureLog(handler)
+        self._constant = pack_constant(handler=handler, stream=stream, consumer=consumer,
+                                       host=HOST)
         self._retry_due = retry_due
         """Told when a retry or a park is due, so the handler's mover looks by then."""
         self._observed = acker.observed
@@ -218,13 +225,26 @@ class Settler:
             consumer=self._consumer, host=HOST, reason=outcome.reason,
         )
 
+    def packed_dead_letter(self, envelope: Envelope, outcome: Outcome) -> bytes:
+        """:meth:`dead_letter_fields`, packed for the dead-letter scripts directly."""
+        now_ms = int(time.time() * 1000)
+        error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
+        first = envelope.first_failed_at_ms
+        text = str(error)
+        return pack_dead_letter(
+            envelope.fields, self._constant, origin_entry_id=envelope.origin_entry_id,
+            attempts=envelope.attempt, error_type=type(error).__name__, error=text,
+            traceback=formatted_traceback(error, text),
+            first_failed_at_ms=first if first is not None else now_ms, failed_at_ms=now_ms,
+            reason=outcome.reason)
+
     def log_dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
         self._failures.log(logging.ERROR, "message dead-lettered", outcome, lambda: {
             **self._describe(envelope), "reason": outcome.reason,
             "error_type": outcome.error_type, "error": str(outcome.error)[:500]})
 
     def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
-        fields = self.dead_letter_fields(envelope, outcome)
+        packed = self.packed_dead_letter(envelope, outcome)
         source, keys = envelope.source, self.keys
         drop = source == keys.retry
 
@@ -232,6 +252,5 @@ class Settler:
             queue_dead_letters(pipe, source_stream=source, group=self.group, dlq_key=keys.dlq,
                                letters=letters, drop_source=drop)
 
-        self.acker.batch(("dead-letter", source, keys.dlq), (envelope.entry_id,
-                                                             pack_fields(fields)), queue)
+        self.acker.batch(("dead-letter", source, keys.dlq), (envelope.entry_id, packed), queue)
         self.log_dead_letter(envelope, outcome)
