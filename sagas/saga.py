@@ -183,16 +183,18 @@ class Saga:
         """Start the saga ``saga_id`` with ``payload`` as the first step's event. Idempotent
         on ``saga_id``: False if that saga is running or finished within the retention."""
         first, fields, deadline_ms, now_ms = self._start_args(payload, saga_id, type)
-        return await saga_store.start(self.app.async_client, self.runtime.layout,
-                                      saga_id=saga_id, first_stream=first, fields=fields,
-                                      deadline_ms=deadline_ms, now_ms=now_ms)
+        with self.app.sending(first, fields):  # (a send span, if tracing: the saga's trace)
+            return await saga_store.start(self.app.async_client, self.runtime.layout,
+                                          saga_id=saga_id, first_stream=first, fields=fields,
+                                          deadline_ms=deadline_ms, now_ms=now_ms)
 
     def start_sync(self, payload: Payload, *, saga_id: str, type: str | None = None) -> bool:
         """:meth:`start` from synchronous code."""
         first, fields, deadline_ms, now_ms = self._start_args(payload, saga_id, type)
-        return saga_store.start_sync(self.app.sync_client, self.runtime.layout,
-                                     saga_id=saga_id, first_stream=first, fields=fields,
-                                     deadline_ms=deadline_ms, now_ms=now_ms)
+        with self.app.sending(first, fields):
+            return saga_store.start_sync(self.app.sync_client, self.runtime.layout,
+                                         saga_id=saga_id, first_stream=first, fields=fields,
+                                         deadline_ms=deadline_ms, now_ms=now_ms)
 
     def __repr__(self) -> str:
         return f"Saga({self.name!r}, steps={[s.name for s in self.steps]})"
