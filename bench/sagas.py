@@ -35,8 +35,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
+
+from queues.keys import REGISTRY
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -104,6 +107,12 @@ def _read_some(client: redis.Redis, stream: str, group: str) -> Callable[[], boo
     return started
 
 
+def _forget_handlers(client: redis.Redis, app: Any) -> None:
+    """Take the run's handlers out of the registry (``seawall status`` would list them)."""
+    if app.handlers:
+        client.hdel(REGISTRY, *app.handlers)
+
+
 def _delete_matching(client: redis.Redis, pattern: str) -> None:
     batch: list[bytes] = []
     for key in client.scan_iter(match=pattern, count=1000):
@@ -139,6 +148,7 @@ def run_saga(client: redis.Redis, url: str, n: int) -> Result:
     finally:
         app.close()
         _delete_matching(client, f"seawall:{{{saga.keys.tag}}}:*")
+        _forget_handlers(client, app)
     return Result("saga (3 steps)", n, seconds, rss, cpu)
 
 
@@ -166,6 +176,7 @@ def run_plain(client: redis.Redis, url: str, n: int) -> Result:
             _stop(proc)
     finally:
         app.close()
+        _forget_handlers(client, app)
         client.delete(*streams)
         for stream in streams:
             _delete_matching(client, f"seawall:{{{stream}}}:*")
