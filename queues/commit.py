@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from queues.outbox import Relay
 from queues.scripts import LuaScript
 
-_COMMIT = LuaScript("commit")
+_COMMIT = LuaScript("commit", libraries=("fields_lib",))
 _SLOTS: dict[str, int] = {}
 
 

@@ -29,7 +29,7 @@ from queues.delayed import Fields
 from queues.envelope import ID, PAYLOAD
 from queues.scripts import LuaScript
 
-_DEAD_LETTER = LuaScript("dead_letter")
+_DEAD_LETTER = LuaScript("dead_letter", libraries=("fields_lib",))
 _REPLAY = LuaScript("replay")
 
 #: Metadata field names; all start with this prefix, which no message field may use.

@@ -28,7 +28,7 @@ TARGET = b"seawall:target"
 """Field of an outbox entry: the stream the follow-up is bound for."""
 FIELDS = b"seawall:fields"
 """Field of an outbox entry: the follow-up's fields, packed."""
-_RELAY = LuaScript("relay")
+_RELAY = LuaScript("relay", libraries=("fields_lib",))
 RELAY_GRACE_MS = 5000
 """A sweeper relays an outbox entry only once it is this old: the process that committed
 it relays it within milliseconds unless it died (or Redis went away) meanwhile."""

@@ -23,13 +23,13 @@ STATES = ("running", "completed", "compensating", "timed_out", "compensated", "f
 """In the order of the scripts' header (saga_lib.lua)."""
 FINAL = frozenset({"completed", "compensated", "failed"})
 
-_START = LuaScript("saga_start", library="saga_lib")
-_STEP = LuaScript("saga_step", library="saga_lib")
-_FAIL = LuaScript("saga_fail", library="saga_lib")
-_UNDONE = LuaScript("saga_undone", library="saga_lib")
-_UNDO_FAILED = LuaScript("saga_undo_failed", library="saga_lib")
-_ABORT = LuaScript("saga_abort", library="saga_lib")
-_RESUME = LuaScript("saga_resume", library="saga_lib")
+_START = LuaScript("saga_start", libraries=("fields_lib", "saga_lib"))
+_STEP = LuaScript("saga_step", libraries=("fields_lib", "saga_lib"))
+_FAIL = LuaScript("saga_fail", libraries=("fields_lib", "saga_lib"))
+_UNDONE = LuaScript("saga_undone", libraries=("fields_lib", "saga_lib"))
+_UNDO_FAILED = LuaScript("saga_undo_failed", libraries=("fields_lib", "saga_lib"))
+_ABORT = LuaScript("saga_abort", libraries=("fields_lib", "saga_lib"))
+_RESUME = LuaScript("saga_resume", libraries=("fields_lib", "saga_lib"))
 
 Fields = Mapping[str, str | bytes] | Mapping[bytes, bytes]
 

@@ -34,11 +34,12 @@ class LuaScript:
 
     __slots__ = ("_registered", "_sha_bytes", "name", "sha", "source")
 
-    def __init__(self, name: str, *, library: str | None = None) -> None:
+    def __init__(self, name: str, *, libraries: tuple[str, ...] = ()) -> None:
         self.name = name
-        # A script may start with a library of functions it shares with others (the saga
-        # scripts' ledger helpers): one file per operation, no code copied between them.
-        self.source = (_read(library) + "\n" if library else "") + _read(name)
+        # A script may start with libraries of functions it shares with others (unpacking
+        # packed fields, the saga scripts' ledger helpers): one file per operation, no code
+        # copied between them.
+        self.source = "".join(_read(lib) + "\n" for lib in libraries) + _read(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
         self._sha_bytes = self.sha.encode()
         self._registered: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()

@@ -17,18 +17,7 @@
 -- Returns, for each message, 1 if this call acked it (0: it was no longer pending, so its
 -- follow-ups are not written: whoever acked it wrote them), each acked message followed by
 -- the outbox entry ids of its outbox-bound follow-ups, in order.
-local function unpacked(packed)
-  -- (the same decoder as relay.lua's)
-  local fields, at, size = {}, 1, #packed
-  while at <= size do
-    local colon = string.find(packed, ':', at, true)
-    local length = tonumber(string.sub(packed, at, colon - 1))
-    fields[#fields + 1] = string.sub(packed, colon + 1, colon + length)
-    at = colon + length + 1
-  end
-  return fields
-end
-
+-- (unpacked() comes from fields_lib.lua, which queues/scripts.py puts in front.)
 local group = ARGV[1]
 local drop = ARGV[2] == '1'
 local ttl = ARGV[3]

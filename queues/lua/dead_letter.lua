@@ -9,17 +9,7 @@
 --           for each name and value in turn (queues.commit.pack_fields)
 -- Returns, per entry, the dead letter's id, or false (nil) if the entry was no longer
 -- pending (already acked): the message is then kept once, where it is, never twice.
-local function unpacked(packed)
-  local fields, at, size = {}, 1, #packed
-  while at <= size do
-    local colon = string.find(packed, ':', at, true)
-    local length = tonumber(string.sub(packed, at, colon - 1))
-    fields[#fields + 1] = string.sub(packed, colon + 1, colon + length)
-    at = colon + length + 1
-  end
-  return fields
-end
-
+-- (unpacked() comes from fields_lib.lua, which queues/scripts.py puts in front.)
 local out = {}
 for i = 3, #ARGV, 2 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 0 then

@@ -4,18 +4,7 @@
 -- ARGV[1..] the follow-ups, each one argument: its fields packed as "<len>:<bytes>" for
 --           each name and value in turn (as commit.lua received them)
 -- Returns how many were written.
-local function unpacked(packed)
-  -- (the same decoder as commit.lua's)
-  local fields, at, size = {}, 1, #packed
-  while at <= size do
-    local colon = string.find(packed, ':', at, true)
-    local length = tonumber(string.sub(packed, at, colon - 1))
-    fields[#fields + 1] = string.sub(packed, colon + 1, colon + length)
-    at = colon + length + 1
-  end
-  return fields
-end
-
+-- (unpacked() comes from fields_lib.lua, which queues/scripts.py puts in front.)
 for i = 1, #ARGV do
   redis.call('XADD', KEYS[1], '*', unpack(unpacked(ARGV[i])))
 end

@@ -28,17 +28,6 @@ local OUTCOMES = ARGV[5 + STEPS] == '1'
 local KEY0 = 10 + STEPS
 local ARG0 = 6 + STEPS
 
-local function unpacked(packed)
-  local fields, at, size = {}, 1, #packed
-  while at <= size do
-    local colon = string.find(packed, ':', at, true)
-    local length = tonumber(string.sub(packed, at, colon - 1))
-    fields[#fields + 1] = string.sub(packed, colon + 1, colon + length)
-    at = colon + length + 1
-  end
-  return fields
-end
-
 -- Compensation events carry the saga's trace context (kept from its start), so that a
 -- saga's compensations join its trace like its steps do.
 local function undo_event(ledger, saga_id, step, memo, id, late)
