@@ -10,6 +10,11 @@ stream and deletes them (a replay killed half-way and run again neither loses no
 Reading (:func:`iter_dead_letters` and friends) pages through the stream with XRANGE /
 XREVRANGE; the entry ids are the times the messages were dead-lettered, so a time range is
 an id range, not a scan.
+
+The scripts that add dead letters (``dead_letter.lua``, ``saga_fail.lua``,
+``saga_undo_failed.lua``) and remove them (``replay.lua``, ``purge.lua``) also keep the
+handler's counts by error type (``HandlerKeys.dlq_counts``, in the same slot, changed in
+the same script), so :func:`stored_counts` answers without a scan.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from redis.asyncio.client import Pipeline
 from queues.commit import pack_fields
 from queues.delayed import Fields
 from queues.envelope import ID, PAYLOAD
+from queues.keys import dlq_counts_of
 from queues.scripts import LuaScript
 
 _DEAD_LETTER = LuaScript("dead_letter", libraries=("fields_lib",))
 _REPLAY = LuaScript("replay")
+_PURGE = LuaScript("purge")
 
 #: Metadata field names; all start with this prefix, which no message field may use.
 PREFIX = "dlq_"
@@ -174,7 +181,8 @@ async def dead_letter(
     """
     packed = pack_fields({_b(k): _b(v) for k, v in fields.items()})
     args: list[Any] = [group, "1" if drop_source else "0", entry_id, packed]
-    reply = await _DEAD_LETTER(client_or_pipe, [source_stream, dlq_key], args)
+    reply = await _DEAD_LETTER(client_or_pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)],
+                               args)
     if isinstance(reply, Pipeline):
         return True
     return reply[0] is not None
@@ -187,7 +195,7 @@ def queue_dead_letters(pipe: Any, *, source_stream: str, group: str, dlq_key: st
     args: list[Any] = [group, "1" if drop_source else "0"]
     for entry_id, packed in letters:
         args += [entry_id, packed]
-    _DEAD_LETTER.queue(pipe, [source_stream, dlq_key], args)
+    _DEAD_LETTER.queue(pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)], args)
 
 
 def _b(value: bytes | str) -> bytes:
@@ -202,20 +210,52 @@ async def replay(
     in the stream are skipped. The redelivery has ``attempt`` 1, no ``first_failed_at``, its
     ``origin_entry_id`` and ``replayed_from`` = the dead letter's id."""
     ids = [check_entry_id(i) for i in entry_ids]
+    keys = [dlq_key, retry_stream, dlq_counts_of(dlq_key)]
     done: list[str] = []
     for start in range(0, len(ids), BATCH):
-        reply = await _REPLAY(client, [dlq_key, retry_stream], ids[start : start + BATCH])
+        reply = await _REPLAY(client, keys, ids[start : start + BATCH])
         done.extend(_s(r) for r in reply)
     return done
 
 
 async def purge(client: aioredis.Redis, *, dlq_key: str, entry_ids: Iterable[str]) -> int:
-    """XDEL dead letters for good (one key, so no script is needed); returns how many."""
+    """Delete dead letters for good, in batches of :data:`BATCH` (``purge.lua``, which
+    also takes each from the counts by error type); returns how many were deleted."""
     ids = [check_entry_id(i) for i in entry_ids]
+    keys = [dlq_key, dlq_counts_of(dlq_key)]
     removed = 0
     for start in range(0, len(ids), BATCH):
-        removed += int(await client.xdel(dlq_key, *ids[start : start + BATCH]))
+        removed += int(await _PURGE(client, keys, ids[start : start + BATCH]))
     return removed
+
+
+async def stored_counts(client: aioredis.Redis, *, dlq_key: str) -> dict[str, int] | None:
+    """Dead letters by error type from the counts the scripts keep (one HGETALL, no
+    scan), most frequent first; None when they cannot be trusted: no counts but a non-empty
+    stream (dead letters written before the counts existed), or totals that differ from
+    XLEN. Callers then fall back to :func:`count_by_error_type`."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(dlq_counts_of(dlq_key))
+    pipe.xlen(dlq_key)
+    raw, length = await pipe.execute()
+    counts = {_s(k): int(v) for k, v in raw.items() if int(v) > 0}
+    if sum(counts.values()) != int(length):
+        return None
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+async def rebuild_counts(client: aioredis.Redis, *, dlq_key: str) -> dict[str, int]:
+    """Count by a scan and store the result as the counts (for dead letters written
+    before the counts existed). Not atomic with concurrent dead-lettering: run it when the
+    handler is quiet."""
+    counts = await count_by_error_type(client, dlq_key=dlq_key)
+    key = dlq_counts_of(dlq_key)
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(key)
+    if counts:
+        pipe.hset(key, mapping=dict(counts.items()))
+    await pipe.execute()
+    return counts
 
 
 def _s(raw: Any) -> str:
@@ -441,5 +481,7 @@ __all__ = [
     "list_dead_letters",
     "parse_dead_letter",
     "purge",
+    "rebuild_counts",
     "replay",
+    "stored_counts",
 ]

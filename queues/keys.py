@@ -12,6 +12,10 @@ key                                          type    what
                                                      replays)
 ``seawall:{orders}:delayed:<handler>``       zset    retries waiting for their time; score = due ms
 ``seawall:{orders}:dlq:<handler>``           stream  dead letters of one handler
+``seawall:{orders}:dlq-counts:<handler>``    hash    error type -> dead letters of one handler;
+                                                     kept by the scripts that add (dead_letter,
+                                                     saga_fail, saga_undo_failed) and remove
+                                                     (replay, purge) them; read by ``dlq list``
 ``seawall:{orders}:breaker:<handler>``       hash    the handler's circuit breaker, fleet-wide
 ``seawall:{orders}:breaker-log:<handler>``   stream  the breaker's transitions (from, to, reason
                                                      code, at ms), appended by the breaker scripts
@@ -123,6 +127,11 @@ class HandlerKeys:
         return f"{self._base}:dlq:{self.handler}"
 
     @property
+    def dlq_counts(self) -> str:
+        """The dead letters counted by error type, kept by the scripts that move them."""
+        return f"{self._base}:dlq-counts:{self.handler}"
+
+    @property
     def breaker(self) -> str:
         return f"{self._base}:breaker:{self.handler}"
 
@@ -144,6 +153,18 @@ class HandlerKeys:
     def read_streams(self) -> tuple[str, str]:
         """The two streams a handler's consumers read: the user's and its own retry stream."""
         return (self.stream, self.retry)
+
+
+_DLQ = re.compile(r"^(seawall:\{[^{}]+\}):dlq:(.+)$")
+
+
+def dlq_counts_of(dlq: str) -> str:
+    """The counts hash (:attr:`HandlerKeys.dlq_counts`) of a dead-letter stream key, for
+    code given only the stream's key (the saga scripts derive it the same way)."""
+    found = _DLQ.match(dlq)
+    if not found:
+        raise ValueError(f"{dlq!r} is not a dead-letter stream key")
+    return f"{found.group(1)}:dlq-counts:{found.group(2)}"
 
 
 def outbox(stream: str) -> str:

@@ -1,6 +1,8 @@
 -- replay: move dead letters back to the handler's own retry stream, one batch of ids a call.
 -- KEYS[1]  the handler's dead-letter stream (seawall:{stream}:dlq:<handler>)
 -- KEYS[2]  the handler's retry stream (seawall:{stream}:retry:<handler>)
+-- KEYS[3]  the dead letters' counts by error type (seawall:{stream}:dlq-counts:<handler>):
+--          HINCRBY -1 for each one moved (the field is removed when it reaches 0)
 -- ARGV[1..] dead-letter entry ids
 -- Returns the ids replayed. Ids that no longer exist are skipped, so a replay killed
 -- half-way and run again neither loses nor doubles a message.
@@ -18,10 +20,13 @@ for _, id in ipairs(ARGV) do
     local out = {}
     local origin = nil
     local dlq_origin = nil
+    local error_type = '?'
     for i = 1, #src, 2 do
       local name, value = src[i], src[i + 1]
       if name == 'dlq_entry_id' then
         dlq_origin = value
+      elseif name == 'dlq_error_type' then
+        error_type = value
       elseif name == 'origin_entry_id' then
         origin = value
       end
@@ -42,6 +47,12 @@ for _, id in ipairs(ARGV) do
     out[#out + 1] = id
     redis.call('XADD', KEYS[2], '*', unpack(out))
     redis.call('XDEL', KEYS[1], id)
+    if error_type == '' then
+      error_type = '?'
+    end
+    if redis.call('HINCRBY', KEYS[3], error_type, -1) <= 0 then
+      redis.call('HDEL', KEYS[3], error_type)
+    end
     replayed[#replayed + 1] = id
   end
 end

@@ -11,6 +11,7 @@
 --                 the step's own compensation runs too (opted in), and the memo it gets
 -- Returns per message 1 if acked here, 0 if it was no longer pending.
 local source, dlq = KEYS[KEY0], KEYS[KEY0 + 1]
+local dlq_counts = dlq_counts_key(dlq)  -- its counts by error type, HINCRBY +1 per letter
 local group = ARGV[ARG0]
 local drop = ARGV[ARG0 + 1] == '1'
 local count = tonumber(ARGV[ARG0 + 2])
@@ -30,7 +31,9 @@ for _ = 1, count do
       redis.call('XDEL', source, entry_id)
     end
     if letter ~= '' then
-      redis.call('XADD', dlq, '*', unpack(unpacked(letter)))
+      local fields = unpacked(letter)
+      redis.call('XADD', dlq, '*', unpack(fields))
+      count_dead_letter(dlq_counts, fields)
     end
     local state = redis.call('HGET', ledger, 'state')
     if state and redis.call('HEXISTS', ledger, 'step:' .. step) == 0 then

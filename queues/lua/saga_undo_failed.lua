@@ -10,6 +10,7 @@
 --                 a late step's compensation
 -- Returns per message 1 if acked here, 0 if it was no longer pending.
 local source, dlq = KEYS[KEY0], KEYS[KEY0 + 1]
+local dlq_counts = dlq_counts_key(dlq)  -- its counts by error type, HINCRBY +1 per letter
 local group = ARGV[ARG0]
 local drop = ARGV[ARG0 + 1] == '1'
 local count = tonumber(ARGV[ARG0 + 2])
@@ -27,7 +28,9 @@ for _ = 1, count do
     if drop then
       redis.call('XDEL', source, entry_id)
     end
-    redis.call('XADD', dlq, '*', unpack(unpacked(letter)))
+    local fields = unpacked(letter)
+    redis.call('XADD', dlq, '*', unpack(fields))
+    count_dead_letter(dlq_counts, fields)
     local state = redis.call('HGET', ledger, 'state')
     if state then
       redis.call('HSET', ledger, 'step:' .. step, 'undo_failed', 'error:' .. step, err)

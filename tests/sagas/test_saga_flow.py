@@ -85,8 +85,11 @@ async def test_a_step_failing_for_good_compensates_the_committed_ones_last_first
     assert ledger["cause"] == ("aborted" if how == "abort" else "step_failed")
     assert ledger["failed_step"] == failing
     # A failure is dead-lettered; an abort is a decision, not a dead letter.
-    dlq = lab.app.handlers[f"{checkout.saga.name}.{failing}"].keys.dlq
-    assert await lab.app.async_client.xlen(dlq) == (0 if how == "abort" else 1)
+    keys = lab.app.handlers[f"{checkout.saga.name}.{failing}"].keys
+    assert await lab.app.async_client.xlen(keys.dlq) == (0 if how == "abort" else 1)
+    # saga_fail.lua keeps the counts by error type with the dead letter it adds.
+    counts = await lab.app.async_client.hgetall(keys.dlq_counts)
+    assert counts == ({} if how == "abort" else {b"ConnectionError": b"1"})
 
 
 async def test_on_outcome_hears_each_finished_saga_once(lab: Lab, checkout: Checkout) -> None:

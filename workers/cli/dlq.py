@@ -5,7 +5,10 @@ itself with ``--app module:attr``, so an operator needs nothing but the Redis UR
 move goes through the Lua scripts of ``queues.dead_letters``: a replay moves each dead
 letter to the handler's own retry stream (never the user's stream, which would hand the
 message again to every other handler) in small batches, so killing the command half-way
-and running it again neither loses nor doubles a message.
+and running it again neither loses nor doubles a message. ``--all`` streams through the
+dead letters a page at a time (XRANGE cursors), filtering each page, so a replay or purge
+of a million needs the memory of one page; ``list`` without ``--handler`` reads the counts
+by error type the scripts keep (``--scan`` reads every dead letter instead).
 
 Times are shown in UTC. ``--since``/``--until``/``--before`` take ISO 8601 (a time without
 an offset is UTC) or an age such as ``30m``, ``2h``, ``7d``.
@@ -20,7 +23,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +36,7 @@ import redis.asyncio as aioredis
 from queues.connection import connect, redact, resolve_url
 from queues.dead_letters import (
     BATCH,
+    ERROR_TYPE,
     DeadLetter,
     check_entry_id,
     count_by_error_type,
@@ -40,6 +44,7 @@ from queues.dead_letters import (
     iter_dead_letters,
     purge,
     replay,
+    stored_counts,
 )
 from workers.cli.common import find_handler, load_handlers, redis_url_option, sync_client
 from workers.registry import HandlerRecord
@@ -216,14 +221,17 @@ def dlq() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="At most this many dead letters, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--scan", is_flag=True,
+              help="Without --handler: count by reading every dead letter instead of the "
+                   "counts the scripts keep.")
 @_app_option
 @redis_url_option
 def list_(handler_name: str | None, error_type: str | None, since_ms: int | None,
-          until_ms: int | None, limit: int, as_json: bool, app_path: str | None,
+          until_ms: int | None, limit: int, as_json: bool, scan: bool, app_path: str | None,
           redis_url: str | None) -> None:
     """List one handler's dead letters, or count every handler's by error type."""
     if handler_name is None:
-        _summary(redis_url, app_path, error_type, since_ms, until_ms, as_json)
+        _summary(redis_url, app_path, error_type, since_ms, until_ms, as_json, scan)
         return
     url, record = _handler(redis_url, app_path, handler_name)
 
@@ -243,13 +251,23 @@ def list_(handler_name: str | None, error_type: str | None, since_ms: int | None
 
 
 def _summary(redis_url: str | None, app_path: str | None, error_type: str | None,
-             since_ms: int | None, until_ms: int | None, as_json: bool) -> None:
+             since_ms: int | None, until_ms: int | None, as_json: bool, scan: bool) -> None:
     scope = _scope(redis_url, app_path)
     records = list(scope.handlers.values())
 
+    async def counts_of(client: aioredis.Redis, record: HandlerRecord) -> dict[str, int]:
+        # The counts the scripts keep answer without a scan; a time range, --scan, or
+        # dead letters written before the counts existed (they disagree with XLEN) read
+        # the stream, a page at a time.
+        if not scan and since_ms is None and until_ms is None:
+            kept = await stored_counts(client, dlq_key=record.keys.dlq)
+            if kept is not None:
+                return kept
+        return await count_by_error_type(client, dlq_key=record.keys.dlq, since_ms=since_ms,
+                                         until_ms=until_ms)
+
     async def work(client: aioredis.Redis) -> list[dict[str, int]]:
-        return [await count_by_error_type(client, dlq_key=r.keys.dlq, since_ms=since_ms,
-                                          until_ms=until_ms) for r in records]
+        return [await counts_of(client, r) for r in records]
 
     counts = _run(scope.url, work)
     if error_type is not None:
@@ -332,13 +350,8 @@ def _selection_mode(ids: Sequence[str], select_all: bool) -> None:
 async def _select(client: aioredis.Redis, record: HandlerRecord, ids: Sequence[str],
                   *, error_type: str | None, since_ms: int | None, until_ms: int | None,
                   limit: int | None) -> tuple[list[DeadLetter], list[str]]:
-    """The dead letters chosen by ``--id``s (or all of them) and the filters, oldest first;
-    and the ``--id``s that are not there."""
-    if not ids:
-        chosen = [d async for d in iter_dead_letters(
-            client, dlq_key=record.keys.dlq, error_type=error_type, since_ms=since_ms,
-            until_ms=until_ms, limit=limit)]
-        return chosen, []
+    """The dead letters named by ``--id`` (a few, typed by a person) that pass the filters,
+    and the ``--id``s that are not there. ``--all`` streams instead: :func:`_pages`."""
     chosen, missing = [], []
     for entry_id in dict.fromkeys(ids):
         letter = await get_dead_letter(client, dlq_key=record.keys.dlq, entry_id=entry_id)
@@ -349,6 +362,101 @@ async def _select(client: aioredis.Redis, record: HandlerRecord, ids: Sequence[s
               and (until_ms is None or letter.dead_lettered_at_ms <= until_ms)):
             chosen.append(letter)
     return chosen[:limit] if limit is not None else chosen, missing
+
+
+#: Dead letters read per XRANGE page by ``--all``: memory stays that of one page, whatever
+#: the size of the DLQ.
+PAGE = 500
+#: Dead letters a dry run of ``--all`` shows (it counts them all).
+SHOWN = 100
+
+_ERROR_TYPE = ERROR_TYPE.encode()
+
+
+def _s(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+async def _pages(client: aioredis.Redis, dlq_key: str, *, error_type: str | None,
+                 since_ms: int | None, until_ms: int | None,
+                 limit: int | None) -> AsyncIterator[list[str]]:
+    """The ids of the dead letters matching the filters, oldest first, one XRANGE page of
+    :data:`PAGE` at a time (filtered per page, nothing kept between pages); stops at
+    ``limit`` or at the end of the range. Without ``until_ms`` the range ends at the last
+    dead letter there when it starts, so letters added meanwhile are not chased. The
+    caller may move or delete each page before asking for the next: the cursor is the last
+    id read, exclusive."""
+    low = "-" if since_ms is None else str(max(0, since_ms))
+    if until_ms is not None:
+        high = str(max(0, until_ms))
+    else:
+        last: Any = await client.xrevrange(dlq_key, "+", "-", count=1)
+        if not last:
+            return
+        high = _s(last[0][0])
+    left = limit
+    while left is None or left > 0:
+        rows: Any = await client.xrange(dlq_key, low, high, count=PAGE)
+        if not rows:
+            return
+        ids = [_s(raw_id) for raw_id, fields in rows
+               if error_type is None or _s(fields.get(_ERROR_TYPE, b"")) == error_type]
+        if left is not None:
+            ids = ids[:left]
+            left -= len(ids)
+        if ids:
+            yield ids
+        if len(rows) < PAGE:
+            return
+        low = f"({_s(rows[-1][0])}"
+
+
+async def _once(ids: list[str]) -> AsyncIterator[list[str]]:
+    yield ids
+
+
+async def _estimate(client: aioredis.Redis, dlq_key: str, *, error_type: str | None,
+                    since_ms: int | None, until_ms: int | None,
+                    limit: int | None) -> tuple[int, bool]:
+    """How many dead letters ``--all`` with these filters takes, without reading them
+    (XLEN, or the kept counts for an error type), and whether that is exact: with a time
+    range, or without trustworthy counts, it is an upper bound."""
+    exact = since_ms is None and until_ms is None
+    if error_type is None:
+        n = int(await client.xlen(dlq_key))
+    else:
+        kept = await stored_counts(client, dlq_key=dlq_key)
+        if kept is None:
+            n, exact = int(await client.xlen(dlq_key)), False
+        else:
+            n = kept.get(error_type or "?", 0)
+    if limit is not None and n >= limit:
+        n = limit
+    return n, exact
+
+
+async def _in_batches(pages: AsyncIterator[list[str]], action: Callable[[list[str]],
+                      Awaitable[int]], *, total: int, label: str,
+                      rate: float | None) -> tuple[int, int]:
+    """Apply ``action`` (a replay or a purge: how many it did) to the ids of ``pages``, in
+    batches of :data:`BATCH` (fewer under ``rate``), a progress bar counting as it goes.
+    Returns (ids taken, ids done)."""
+    batch = BATCH if rate is None else max(1, min(BATCH, int(rate)))
+    seen = done = 0
+    started = time.monotonic()
+    with ExitStack() as stack:
+        bar = (stack.enter_context(click.progressbar(length=total, label=label,
+                                                     file=sys.stderr))
+               if total > batch else None)
+        async for page in pages:
+            for start in range(0, len(page), batch):
+                part = page[start : start + batch]
+                done += await action(part)
+                seen += len(part)
+                if bar is not None:
+                    bar.update(len(part))
+                await asyncio.sleep(pause_for(seen, rate, time.monotonic() - started))
+    return seen, done
 
 
 def _is_terminal() -> bool:
@@ -393,47 +501,72 @@ def replay_(handler_name: str, ids: tuple[str, ...], select_all: bool, error_typ
     _selection_mode(ids, select_all)
     url, record = _handler(redis_url, app_path, handler_name)
     keys = record.keys
-    chosen, missing = _run(url, lambda c: _select(
-        c, record, ids, error_type=error_type, since_ms=since_ms, until_ms=until_ms,
-        limit=limit))
-    for entry_id in missing:
-        click.echo(f"not found (already replayed or purged?): {entry_id}", err=True)
-    if dry_run:
-        click.echo(f"dry run: would replay {len(chosen)} dead letter(s) of {record.name} "
-                   f"to {keys.retry}")
-        if chosen:
-            click.echo(_letters_table(chosen))
-        return
-    if not chosen:
-        click.echo(f"nothing to replay for {record.name}")
-        return
-    if select_all and not yes:
-        _confirm_bulk(f"Replay {len(chosen)} dead letter(s) of {record.name}?",
-                      f"refusing to replay {len(chosen)} dead letter(s) without confirmation")
+    filters: dict[str, Any] = {"error_type": error_type, "since_ms": since_ms,
+                               "until_ms": until_ms, "limit": limit}
 
-    to_move = [d.entry_id for d in chosen]
-    batch = BATCH if rate is None else max(1, min(BATCH, int(rate)))
+    async def move(client: aioredis.Redis, part: list[str]) -> int:
+        return len(await replay(client, dlq_key=keys.dlq, retry_stream=keys.retry,
+                                entry_ids=part))
 
-    async def work(client: aioredis.Redis) -> int:
-        moved, started = 0, time.monotonic()
-        with ExitStack() as stack:
-            bar = (stack.enter_context(click.progressbar(length=len(to_move), label="replaying",
-                                                         file=sys.stderr))
-                   if len(to_move) > batch else None)
-            for start in range(0, len(to_move), batch):
-                part = to_move[start : start + batch]
-                moved += len(await replay(client, dlq_key=keys.dlq, retry_stream=keys.retry,
-                                          entry_ids=part))
-                if bar is not None:
-                    bar.update(len(part))
-                await asyncio.sleep(pause_for(start + len(part), rate,
-                                              time.monotonic() - started))
-        return moved
-
-    moved = _run(url, work)
-    gone = len(to_move) - moved
+    if ids:
+        chosen, missing = _run(url, lambda c: _select(c, record, ids, **filters))
+        for entry_id in missing:
+            click.echo(f"not found (already replayed or purged?): {entry_id}", err=True)
+        if dry_run:
+            click.echo(f"dry run: would replay {len(chosen)} dead letter(s) of {record.name} "
+                       f"to {keys.retry}")
+            if chosen:
+                click.echo(_letters_table(chosen))
+            return
+        if not chosen:
+            click.echo(f"nothing to replay for {record.name}")
+            return
+        to_move = [d.entry_id for d in chosen]
+        seen, moved = _run(url, lambda c: _in_batches(
+            _once(to_move), lambda part: move(c, part), total=len(to_move),
+            label="replaying", rate=rate))
+    else:
+        if dry_run:
+            _dry_run(url, record, "replay", f" to {keys.retry}", filters)
+            return
+        total, exact = _run(url, lambda c: _estimate(c, keys.dlq, **filters))
+        if total == 0:
+            click.echo(f"nothing to replay for {record.name}")
+            return
+        if not yes:
+            many = f"{total}" if exact else f"up to {total}"
+            _confirm_bulk(f"Replay {many} dead letter(s) of {record.name}?",
+                          f"refusing to replay {many} dead letter(s) without confirmation")
+        seen, moved = _run(url, lambda c: _in_batches(
+            _pages(c, keys.dlq, **filters), lambda part: move(c, part), total=total,
+            label="replaying", rate=rate))
+        if seen == 0:
+            click.echo(f"nothing to replay for {record.name}")
+            return
+    gone = seen - moved
     click.echo(f"replayed {moved} dead letter(s) of {record.name} to {keys.retry}"
                + (f"; {gone} had already gone" if gone else ""))
+
+
+def _dry_run(url: str, record: HandlerRecord, verb: str, where: str,
+             filters: dict[str, Any]) -> None:
+    """What ``--all`` would take, counted a page at a time; the first :data:`SHOWN`."""
+
+    async def work(client: aioredis.Redis) -> tuple[int, list[DeadLetter]]:
+        n, shown = 0, list[DeadLetter]()
+        async for letter in iter_dead_letters(client, dlq_key=record.keys.dlq,
+                                              page_size=PAGE, **filters):
+            n += 1
+            if len(shown) < SHOWN:
+                shown.append(letter)
+        return n, shown
+
+    n, shown = _run(url, work)
+    click.echo(f"dry run: would {verb} {n} dead letter(s) of {record.name}{where}")
+    if shown:
+        click.echo(_letters_table(shown))
+        if n > len(shown):
+            click.echo(f"(the first {len(shown)} of {n} shown)")
 
 
 @dlq.command("purge")
@@ -450,19 +583,40 @@ def purge_(handler_name: str, ids: tuple[str, ...], select_all: bool, before_ms:
     """Delete dead letters for good."""
     _selection_mode(ids, select_all)
     url, record = _handler(redis_url, app_path, handler_name)
+    dlq_key = record.keys.dlq
     until_ms = None if before_ms is None else before_ms - 1
-    chosen, missing = _run(url, lambda c: _select(
-        c, record, ids, error_type=None, since_ms=None, until_ms=until_ms, limit=None))
-    for entry_id in missing:
-        click.echo(f"not found: {entry_id}", err=True)
-    if not chosen:
+    filters: dict[str, Any] = {"error_type": None, "since_ms": None, "until_ms": until_ms,
+                               "limit": None}
+
+    async def delete(client: aioredis.Redis, part: list[str]) -> int:
+        return await purge(client, dlq_key=dlq_key, entry_ids=part)
+
+    if ids:
+        chosen, missing = _run(url, lambda c: _select(c, record, ids, **filters))
+        for entry_id in missing:
+            click.echo(f"not found: {entry_id}", err=True)
+        total, exact = len(chosen), True
+    else:
+        total, exact = _run(url, lambda c: _estimate(c, dlq_key, **filters))
+    if total == 0:
         click.echo(f"nothing to purge for {record.name}")
         return
     if not yes:
-        _confirm_bulk(f"Delete {len(chosen)} dead letter(s) of {record.name} for good?",
-                      f"refusing to delete {len(chosen)} dead letter(s) without confirmation")
-    removed = _run(url, lambda c: purge(c, dlq_key=record.keys.dlq,
-                                        entry_ids=[d.entry_id for d in chosen]))
+        many = f"{total}" if exact else f"up to {total}"
+        _confirm_bulk(f"Delete {many} dead letter(s) of {record.name} for good?",
+                      f"refusing to delete {many} dead letter(s) without confirmation")
+    if ids:
+        chosen_ids = [d.entry_id for d in chosen]
+        _, removed = _run(url, lambda c: _in_batches(
+            _once(chosen_ids), lambda part: delete(c, part), total=total, label="purging",
+            rate=None))
+    else:
+        seen, removed = _run(url, lambda c: _in_batches(
+            _pages(c, dlq_key, **filters), lambda part: delete(c, part), total=total,
+            label="purging", rate=None))
+        if seen == 0:
+            click.echo(f"nothing to purge for {record.name}")
+            return
     click.echo(f"purged {removed} dead letter(s) of {record.name}")
 
 
