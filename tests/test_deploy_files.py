@@ -25,7 +25,6 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from examples.shop.app import app as shop
 from queues.envelope import Envelope
 from workers.cli.health import health
 from workers.cli.run import run
@@ -44,13 +44,6 @@ from workers.observability.server import MetricsServer
 from workers.observability.totals import HandlerLabels
 from workers.observability.wire import Report, encode
 from workers.outcome import Outcome
-
-with warnings.catch_warnings():
-    # The shop's retry waits use tenacity's older spelling (initial=), which tenacity 9.2
-    # warns of; what is checked here is its pools and handlers.
-    warnings.filterwarnings("ignore", "The 'initial' parameter is deprecated",
-                            DeprecationWarning)
-    from examples.shop.app import app as shop
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yml"

@@ -61,7 +61,7 @@ checkout = Saga(app, "checkout", deadline=_deadline())
     timeout=10.0,
     # A provider outage is retried with backoff (a declined card aborts, below).
     stop=stop_after_attempt(4),
-    wait=wait_exponential_jitter(initial=0.5, max=5.0),
+    wait=wait_exponential_jitter(multiplier=0.5, max=5.0),
     breaker=CircuitBreaker(window=20, min_calls=10, failure_rate=0.5, open_for=10.0),
 )
 async def charge(order: OrderPlaced, ctx: Context) -> None:
@@ -84,7 +84,7 @@ async def charge(order: OrderPlaced, ctx: Context) -> None:
     # failures of an outage just after it ended (a count-based window), so it probes
     # again sooner than the charge's: refunds are few, and owed.
     stop=stop_after_attempt(20),
-    wait=wait_exponential_jitter(initial=1.0, max=30.0),
+    wait=wait_exponential_jitter(multiplier=1.0, max=30.0),
     breaker=CircuitBreaker(window=20, min_calls=10, failure_rate=0.5, open_for=5.0),
 )
 async def refund(payment: PaymentCaptured) -> None:
