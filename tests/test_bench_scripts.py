@@ -65,3 +65,21 @@ def test_throughput_tracing_prints_its_row_beside_the_plain_run() -> None:
     assert re.search(r"^seawall, tracing 1%\s+2000\s", out, re.M), out
     assert re.search(rf"^seawall, tracing 1%: {NUMBER} of the seawall run's msgs/s", out,
                      re.M), out
+
+
+def test_scale_prints_its_table() -> None:
+    out = run_script("bench/scale.py", "--n", "200", "--max", "500", "--status-handlers", "3",
+                     timeout=120)
+    assert re.search(r"run\s+handlers\s+messages\s+seconds\s+msgs/s\s+CPU us/msg\s+cmds/msg"
+                     r"\s+peak RSS MB", out), out
+    for name, handlers, messages in (
+            ("backlog 500", 1, 500), ("1 handlers, 200 msgs each", 1, 200),
+            ("10 handlers, 20 msgs each", 10, 200), ("50 handlers, 4 msgs each", 50, 200),
+            ("1 busy + 49 idle handlers", 50, 200), ("ok", 1, 200),
+            ("dead letter (all invalid)", 1, 200), ("retry (all fail once)", 1, 200),
+            ("idempotent", 1, 200), ("follow-up", 1, 200)):
+        assert re.search(rf"^{re.escape(name)}\s+{handlers}\s+{messages}\s+{NUMBER}\s+\d+\s",
+                         out, re.M), out
+    for handlers in (1, 3):
+        assert re.search(rf"^seawall status --json \(\d+ registered\)\s+{handlers}\s+0\s+{NUMBER}",
+                         out, re.M), out
