@@ -139,7 +139,13 @@ class HandlerConsumer:
         restarted process must not call a dependency whose breaker is open."""
         gate = self.gate
         if gate is not None and envelopes:
-            limit, _ = await gate.admit(self.client, len(envelopes))
+            try:
+                limit, _ = await gate.admit(self.client, len(envelopes))
+            except BaseException:
+                # Not started: their slots go back; the entries stay pending, claimed again
+                # by the next recovery.
+                self.limiter.release(len(envelopes))
+                raise
             if limit == 0:
                 self.diverted.update((e.source, e.entry_id) for e in envelopes)
             elif limit is not None:

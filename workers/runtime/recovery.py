@@ -70,13 +70,21 @@ async def recover(consumer: HandlerConsumer, stream: str, pending: list[PendingE
         # their slots for the next ones.
         granted = await consumer.limiter.acquire_up_to(min(PAGE, len(fresh)))
         chunk, fresh = fresh[:granted], fresh[granted:]
-        envelopes = await _entries(consumer, stream, chunk)
+        try:
+            envelopes = await _entries(consumer, stream, chunk)
+        except BaseException:
+            consumer.limiter.release(granted)  # (Redis went away: the slots are not used)
+            raise
         consumer.limiter.release(len(chunk) - len(envelopes))
         if envelopes:
             await consumer.start_recovered(envelopes)
     for entry in suspicious:
         await consumer.limiter.acquire_up_to(1)
-        envelopes = await _entries(consumer, stream, [entry.entry_id])
+        try:
+            envelopes = await _entries(consumer, stream, [entry.entry_id])
+        except BaseException:
+            consumer.limiter.release()
+            raise
         if not envelopes:
             consumer.limiter.release()
             continue
