@@ -96,7 +96,11 @@ class HandlerConsumer:
         try:
             entries = await streams.read_group(
                 self.client, self.group, self.consumer, self.streams,
-                count=granted, block_ms=block_ms)
+                # Only the read of a handler whose last read found nothing waits on Redis
+                # (holding one slot, or its probes'): the read after a batch returns at
+                # once, so a batch's worth of slots never sits idle for a second while the
+                # pool's other handlers have work.
+                count=granted, block_ms=block_ms if self._idle else None)
         except ResponseError as exc:
             self.limiter.release(granted)
             if "NOGROUP" in str(exc):
