@@ -36,8 +36,8 @@ from queues.keys import dlq_counts_of
 from queues.scripts import LuaScript
 
 _DEAD_LETTER = LuaScript("dead_letter", libraries=("fields_lib",))
-_REPLAY = LuaScript("replay")
-_PURGE = LuaScript("purge")
+_REPLAY = LuaScript("replay", libraries=("fields_lib",))
+_PURGE = LuaScript("purge", libraries=("fields_lib",))
 
 #: Metadata field names; all start with this prefix, which no message field may use.
 PREFIX = "dlq_"

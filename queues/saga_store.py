@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from queues.commit import pack_fields, slot_of
-from queues.keys import SagaKeys
+from queues.keys import SagaKeys, dlq_counts_of
 from queues.outbox import Relay
 from queues.scripts import LuaScript
 
@@ -197,6 +197,7 @@ def queue_step_failures(pipe: Any, layout: SagaLayout, *, source: str, dlq: str,
     keys = _Keys(key_list)
     keys.add(source)
     keys.add(dlq)
+    keys.add(dlq_counts_of(dlq))
     args += [group, "1" if drop_source else "0", len(items)]
     for item in items:
         base = keys.add_instance(layout, item.saga_id)
@@ -242,6 +243,7 @@ def queue_undo_failures(pipe: Any, layout: SagaLayout, *, source: str, dlq: str,
     keys = _Keys(key_list)
     keys.add(source)
     keys.add(dlq)
+    keys.add(dlq_counts_of(dlq))
     args += [group, "1" if drop_source else "0", len(items)]
     for item in items:
         base = keys.add_instance(layout, item.saga_id)

@@ -1,6 +1,6 @@
 -- fields_lib: unpacking a stream entry's fields sent as one argument, and counting the
--- dead letters added by error type (queues/scripts.py puts this file in front of the
--- scripts that need it: commit, relay, dead_letter and every saga script).
+-- dead letters by error type (queues/scripts.py puts this file in front of the
+-- scripts that need it: commit, relay, dead_letter, replay, purge and every saga script).
 -- queues.commit.pack_fields packs the fields as "<len>:<bytes>" for each name and value in
 -- turn: one argument per entry is far cheaper for the client to send
 -- than two per field.
@@ -15,26 +15,25 @@ local function unpacked(packed)
   return fields
 end
 
--- A dead letter was added with these (unpacked) fields: HINCRBY +1 its error type (field
--- dlq_error_type, "?" if none) in the hash of counts (seawall:{stream}:dlq-counts:<handler>).
-local function count_dead_letter(counts, fields)
-  local error_type = '?'
+-- The error type a dead letter's fields (unpacked, or as XRANGE returns them) name, "?"
+-- if none: the field of its count in seawall:{stream}:dlq-counts:<handler>.
+local function error_type_of(fields)
   for f = 1, #fields, 2 do
     if fields[f] == 'dlq_error_type' then
-      error_type = fields[f + 1]
-      break
+      return fields[f + 1] ~= '' and fields[f + 1] or '?'
     end
   end
-  if error_type == '' then
-    error_type = '?'
-  end
-  redis.call('HINCRBY', counts, error_type, 1)
+  return '?'
 end
 
--- The counts hash of a dead-letter stream, for the saga scripts, which get only the
--- stream: seawall:{stream}:dlq:<handler> -> seawall:{stream}:dlq-counts:<handler>, the same
--- slot (queues/keys.py HandlerKeys.dlq_counts builds the same name).
-local function dlq_counts_key(dlq)
-  local base, handler = string.match(dlq, '^(seawall:{[^{}]+}):dlq:(.+)$')
-  return base .. ':dlq-counts:' .. handler
+-- A dead letter with these fields was added to the stream whose counts are `counts`.
+local function count_dead_letter(counts, fields)
+  redis.call('HINCRBY', counts, error_type_of(fields), 1)
+end
+
+-- One of `error_type` left the stream whose counts are `counts` (replayed, purged).
+local function uncount_dead_letter(counts, error_type)
+  if redis.call('HINCRBY', counts, error_type, -1) <= 0 then
+    redis.call('HDEL', counts, error_type)
+  end
 end

@@ -12,6 +12,7 @@
 -- is kept (taken from dlq_entry_id when the message failed on its first delivery);
 -- replayed_from is set to the dead letter's id. Never re-XADDed to the user's stream:
 -- that would hand the message again to every other handler on it.
+-- (error_type_of() and uncount_dead_letter() come from fields_lib.lua, put in front.)
 local replayed = {}
 for _, id in ipairs(ARGV) do
   local found = redis.call('XRANGE', KEYS[1], id, id)
@@ -20,13 +21,10 @@ for _, id in ipairs(ARGV) do
     local out = {}
     local origin = nil
     local dlq_origin = nil
-    local error_type = '?'
     for i = 1, #src, 2 do
       local name, value = src[i], src[i + 1]
       if name == 'dlq_entry_id' then
         dlq_origin = value
-      elseif name == 'dlq_error_type' then
-        error_type = value
       elseif name == 'origin_entry_id' then
         origin = value
       end
@@ -47,12 +45,7 @@ for _, id in ipairs(ARGV) do
     out[#out + 1] = id
     redis.call('XADD', KEYS[2], '*', unpack(out))
     redis.call('XDEL', KEYS[1], id)
-    if error_type == '' then
-      error_type = '?'
-    end
-    if redis.call('HINCRBY', KEYS[3], error_type, -1) <= 0 then
-      redis.call('HDEL', KEYS[3], error_type)
-    end
+    uncount_dead_letter(KEYS[3], error_type_of(src))
     replayed[#replayed + 1] = id
   end
 end

@@ -3,14 +3,15 @@
 -- (seawall saga retry / skip).
 -- (saga_lib's header first, then:)
 -- KEYS[KEY0]      the compensation's stream (or its retry stream); KEYS[KEY0+1] its dead
---                 letters; KEYS[KEY0+2..] per message: ledger, stack, timeline
+--                 letters; KEYS[KEY0+2] their counts by error type; KEYS[KEY0+3..] per
+--                 message: ledger, stack, timeline
 -- ARGV[ARG0]      consumer group; ARGV[ARG0+1] "1" to XDEL acked entries; ARGV[ARG0+2]
 --                 number of messages, then per message: entry id, saga id, step, index in
 --                 KEYS of its ledger, the dead letter's fields packed, error text, "1" for
 --                 a late step's compensation
 -- Returns per message 1 if acked here, 0 if it was no longer pending.
 local source, dlq = KEYS[KEY0], KEYS[KEY0 + 1]
-local dlq_counts = dlq_counts_key(dlq)  -- its counts by error type, HINCRBY +1 per letter
+local dlq_counts = KEYS[KEY0 + 2]  -- its counts by error type, HINCRBY +1 per letter
 local group = ARGV[ARG0]
 local drop = ARGV[ARG0 + 1] == '1'
 local count = tonumber(ARGV[ARG0 + 2])
