@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 
 from queues import saga_store
 from queues.keys import SagaKeys
@@ -28,7 +27,6 @@ from workers.outcome import Kind, Outcome
 from workers.plugin import BackgroundLoop
 
 if TYPE_CHECKING:
-    from workers.runtime.acker import AckBatcher
     from workers.runtime.settle import Settler
 
 log = logging.getLogger("seawall.saga")
@@ -41,38 +39,19 @@ Read = Callable[[Any, Any, "Settler"], None]
 
 
 class _Batches:
-    """Items waiting for the next flush, one script call per source stream: the op is
-    registered with the first item and takes the list when the flush runs (a flush that
-    fails sends the same items again)."""
+    """One script call per source stream and ack flush (``AckBatcher.batch``), for one
+    saga script."""
 
-    def __init__(self, queue: Queue, read: Read) -> None:
+    def __init__(self, queue: Queue, read: Read | None = None) -> None:
         self._queue = queue
         self._read = read
-        self._open: WeakKeyDictionary[AckBatcher, dict[str, list[Any]]] = WeakKeyDictionary()
 
     def add(self, settler: Settler, source: str, item: Any) -> None:
-        acker = settler.acker
-        open_batches = self._open.setdefault(acker, {})
-        items = open_batches.get(source)
-        if items is not None:
-            items.append(item)
-            return
-        items = open_batches[source] = [item]
-        sent: list[Any] = []
-
-        async def op(pipe: Any) -> None:
-            if open_batches.get(source) is items:
-                del open_batches[source]  # later items start a batch of their own
-            sent[:] = [self._queue(pipe, source, items, settler)]
-
-        def on_reply(reply: Any) -> None:
-            if isinstance(reply, Exception):
-                log.error("a saga script failed; its messages stay pending and will be "
-                          "delivered again", extra={"error": repr(reply)[:500]})
-                return
-            self._read(sent[0], reply, settler)
-
-        acker.add_op(op, on_reply=on_reply)
+        read = self._read
+        settler.acker.batch(
+            (id(self), source), item,
+            lambda pipe, items: self._queue(pipe, source, items, settler),
+            None if read is None else (lambda queued, reply: read(queued, reply, settler)))
 
 
 class SagaRuntime:
@@ -143,7 +122,7 @@ class StepPlugin:
         """stream -> the saga's step reacting to it: events published there stay inside."""
         self._undo_if_failed = undo_if_failed
         self._commits = _Batches(self._queue_commits, self._read_commits)
-        self._failures = _Batches(self._queue_failures, _ignore)
+        self._failures = _Batches(self._queue_failures)
 
     def background(self) -> Sequence[tuple[str, BackgroundLoop]]:
         return [self._saga.deadline_loop()]
@@ -228,8 +207,8 @@ class UndoPlugin:
     def __init__(self, saga: SagaRuntime, step: str) -> None:
         self._saga = saga
         self._step = step
-        self._done = _Batches(self._queue_done, _ignore)
-        self._failures = _Batches(self._queue_failures, _ignore)
+        self._done = _Batches(self._queue_done)
+        self._failures = _Batches(self._queue_failures)
 
     def background(self) -> Sequence[tuple[str, BackgroundLoop]]:
         return [self._saga.deadline_loop()]
@@ -268,7 +247,3 @@ class UndoPlugin:
             pipe, self._saga.layout, source=source, dlq=settler.keys.dlq, group=settler.group,
             items=items, drop_source=source == settler.keys.retry,
             now_ms=int(time.time() * 1000))
-
-
-def _ignore(call: Any, reply: Any, settler: Settler) -> None:
-    return None

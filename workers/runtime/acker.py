@@ -116,25 +116,36 @@ class AckBatcher:
             self._on_sent.append(on_sent)
         self._wake.set()
 
-    def batch(self, key: Hashable, item: Any,
-              queue: Callable[[Any, list[Any]], None]) -> None:
+    def batch(self, key: Hashable, item: Any, queue: Callable[[Any, list[Any]], Any],
+              read: Callable[[Any, Any], None] | None = None) -> None:
         """Add ``item`` to the batch ``key`` of the next flush: the first item registers an
         op that, when the flush runs, calls ``queue(pipe, items)`` once for all of them
-        (one script call for a batch of dead letters, not one per message). A flush that
-        fails sends the same batch again; items added meanwhile make a batch of their own."""
+        (one script call for a batch of dead letters, not one per message); ``read`` then
+        gets what ``queue`` returned and the command's reply (unless it failed). A flush
+        that fails sends the same batch again; items added meanwhile make a batch of their
+        own."""
         items = self._batches.get(key)
         if items is not None:
             items.append(item)
             return
         items = self._batches[key] = [item]
         batches = self._batches
+        queued: list[Any] = [None]
 
         async def op(pipe: Any) -> None:
             if batches.get(key) is items:
                 del batches[key]
-            queue(pipe, items)
+            queued[0] = queue(pipe, items)
 
-        self.add_op(op)
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, Exception):
+                log.error("a batched script failed; its messages stay pending and will be "
+                          "delivered again", extra={"error": repr(reply)[:500],
+                                                    "count": len(items)})
+            elif read is not None:
+                read(queued[0], reply)
+
+        self.add_op(op, on_reply=on_reply)
 
     def relay(self, relays: Sequence[Relay]) -> None:
         """Relay follow-ups committed into an outbox (by an op's script) with the next
