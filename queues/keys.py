@@ -50,6 +50,10 @@ key                                          type    what
 One consumer group per handler, named after the handler, on both the user's stream and the
 handler's retry stream. Retries and replays never go back to the user's stream: that would
 hand the message again to every healthy handler on it.
+
+Key patterns (Redis glob syntax, for ACL rules such as ``seawall acl``) are derived here
+too, from the same builders: :func:`glob_escape`, :attr:`HandlerKeys.patterns`,
+:attr:`SagaKeys.pattern` and :data:`GLOBAL_KEYS`.
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ REGISTRY = f"{PREFIX}:registry"
 PROCESSES = f"{PREFIX}:processes"
 OUTCOMES = f"{PREFIX}:outcomes"
 RESTARTS = f"{PREFIX}:restarts"
+GLOBAL_KEYS = (REGISTRY, PROCESSES, OUTCOMES, RESTARTS)
+"""The keys every app shares (not derived from a stream)."""
+
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a Redis glob pattern that matches only itself (``*?[]\\`` escaped)."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -150,6 +163,15 @@ class HandlerKeys:
         return outbox(self.stream)
 
     @property
+    def patterns(self) -> tuple[str, ...]:
+        """Glob patterns matching every key this handler reads or writes, and no other: its
+        stream, its own derived keys (each idempotency marker by one pattern) and its
+        stream's outbox. A user limited to these cannot touch another handler's keys."""
+        exact = (self.stream, self.retry, self.delayed, self.dlq, self.dlq_counts,
+                 self.breaker, self.breaker_log, self.outbox, outbox_sweep_lease(self.stream))
+        return (*(glob_escape(k) for k in exact), glob_escape(self.done("")) + "*")
+
+    @property
     def read_streams(self) -> tuple[str, str]:
         """The two streams a handler's consumers read: the user's and its own retry stream."""
         return (self.stream, self.retry)
@@ -231,6 +253,11 @@ class SagaKeys:
     def outbox(self) -> str:
         """The outbox of the saga's slot: its steps' follow-ups to streams outside it."""
         return f"{self._base}:outbox"
+
+    @property
+    def pattern(self) -> str:
+        """A glob pattern matching every key of this saga type (and nothing else)."""
+        return glob_escape(self._base) + ":*"
 
     @property
     def tag(self) -> str:

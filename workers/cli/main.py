@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from workers.cli.acl import acl
 from workers.cli.breaker import breaker
 from workers.cli.demo import demo
 from workers.cli.dlq import dlq
@@ -20,7 +21,7 @@ def cli() -> None:
     """seawall: Redis Streams workers with bulkheads, circuit breakers and dead letters."""
 
 
-for command in (run, publish, status, dlq, breaker, saga, health, demo):
+for command in (run, publish, status, dlq, breaker, saga, health, demo, acl):
     cli.add_command(command)
 
 
