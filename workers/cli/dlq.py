@@ -33,6 +33,7 @@ import click
 import redis
 import redis.asyncio as aioredis
 
+from queues.connect_errors import describe
 from queues.connection import connect, redact, resolve_url
 from queues.dead_letters import (
     BATCH,
@@ -47,6 +48,8 @@ from queues.dead_letters import (
     stored_counts,
 )
 from workers.cli.common import find_handler, load_handlers, redis_url_option, sync_client
+from workers.cli.table import render_table
+from workers.cli.terminal import printable, printable_json
 from workers.registry import HandlerRecord
 
 T = TypeVar("T")
@@ -169,7 +172,7 @@ def _run(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (redis.RedisError, OSError) as exc:
-        raise click.ClickException(f"Redis at {redact(url)}: {exc}") from None
+        raise click.ClickException(f"Redis at {redact(url)}: {describe(exc)}") from None
 
 
 # -- output -----------------------------------------------------------------------------
@@ -186,17 +189,8 @@ def _short(text: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
 def _letters_table(letters: Sequence[DeadLetter]) -> str:
-    return _table(
+    return render_table(
         ["ID", "HANDLER", "ERROR TYPE", "MESSAGE", "ATTEMPTS", "FAILED AT"],
         [[d.entry_id, d.handler, d.error_type or "?", _short(d.error), str(d.attempts),
           _when(d.failed_at_ms)] for d in letters],
@@ -204,7 +198,8 @@ def _letters_table(letters: Sequence[DeadLetter]) -> str:
 
 
 def _jsonl(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+    return printable_json(json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
+                                     default=str))
 
 
 # -- the commands -----------------------------------------------------------------------
@@ -286,7 +281,7 @@ def _summary(redis_url: str | None, app_path: str | None, error_type: str | None
         if not by_type:
             rows.append([record.name, record.stream, "-", "0"])
         rows.extend([record.name, record.stream, t, str(n)] for t, n in by_type.items())
-    click.echo(_table(["HANDLER", "STREAM", "ERROR TYPE", "COUNT"], rows))
+    click.echo(render_table(["HANDLER", "STREAM", "ERROR TYPE", "COUNT"], rows))
 
 
 @dlq.command()
@@ -305,7 +300,7 @@ def show(entry_id: str, handler_name: str, as_json: bool, app_path: str | None,
         raise click.ClickException(f"no dead letter {entry_id} for {record.name}")
     data = letter.to_dict()
     if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        click.echo(printable_json(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
         return
     meta = [
         ("id", letter.entry_id), ("handler", letter.handler or record.name),
@@ -316,21 +311,24 @@ def show(entry_id: str, handler_name: str, as_json: bool, app_path: str | None,
         ("failed at", _when(letter.failed_at_ms)), ("consumer", letter.consumer),
         ("host", letter.host),
     ]
+    # Everything below comes from producers and handlers: control characters are escaped.
     width = max(len(k) for k, _ in meta)
     for key, value in meta:
-        lines = value.splitlines() or [""]
+        lines = printable(value).split("\n")
         click.echo(f"{key.ljust(width)}  {lines[0]}")
         for line in lines[1:]:
             click.echo(f"{'':{width}}  {line}")
     if data["headers"]:
         click.echo("\nheaders:")
         for key, value in sorted(data["headers"].items()):
-            click.echo(f"  {key}: {value}")
+            click.echo(f"  {printable(str(key), one_line=True)}: "
+                       f"{printable(str(value), one_line=True)}")
     click.echo("\npayload:")
-    click.echo(json.dumps(data["payload"], indent=2, ensure_ascii=False, default=str))
+    click.echo(printable_json(json.dumps(data["payload"], indent=2, ensure_ascii=False,
+                                         default=str)))
     if letter.traceback:
         click.echo("\ntraceback:")
-        click.echo(letter.traceback.rstrip())
+        click.echo(printable(letter.traceback.rstrip()))
 
 
 def _check_ids(ids: Sequence[str]) -> None:

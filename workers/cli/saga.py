@@ -31,11 +31,13 @@ import redis
 import redis.asyncio as aioredis
 
 from queues import saga_store
+from queues.connect_errors import describe
 from queues.connection import connect, redact, resolve_url
 from queues.keys import SagaKeys
 from queues.saga_registry import DEFAULT_RETENTION_S, SagaType, saga_types
 from workers.cli.common import load_handlers, redis_url_option, sync_client
 from workers.cli.table import render_table
+from workers.cli.terminal import printable, printable_json
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -203,7 +205,9 @@ def render_view(view: SagaView, now_ms: int) -> str:
             ("cause", led.get("cause") or "-"), ("failed step", led.get("failed_step") or "-"),
             ("deadline", _deadline(_int(led.get("deadline_ms")), now_ms))]
     width = max(len(k) for k, _ in meta)
-    lines = [f"{k.ljust(width)}  {v}" for k, v in meta]
+    # Causes, errors, memos and step names come from handlers and payloads: control
+    # characters are escaped (tables escape their cells).
+    lines = [f"{k.ljust(width)}  {printable(v, one_line=True)}" for k, v in meta]
     steps = view.steps()
     if steps:
         lines += ["", "steps:", render_table(
@@ -219,7 +223,8 @@ def render_view(view: SagaView, now_ms: int) -> str:
     pending = view.to_compensate()
     label = ("compensations that would run if it stopped now" if view.state == "running"
              else "compensations still to run")
-    lines += ["", f"{label} (next first): {', '.join(pending) if pending else 'none'}"]
+    listed = printable(", ".join(pending), one_line=True) if pending else "none"
+    lines += ["", f"{label} (next first): {listed}"]
     return "\n".join(lines)
 
 
@@ -297,7 +302,7 @@ def _run(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
     except redis.ResponseError as exc:
         raise click.ClickException(_script_message(exc)) from None
     except (redis.RedisError, OSError) as exc:
-        raise click.ClickException(f"Redis at {redact(url)}: {exc}") from None
+        raise click.ClickException(f"Redis at {redact(url)}: {describe(exc)}") from None
 
 
 # -- shared options --------------------------------------------------------------------------
@@ -378,7 +383,7 @@ def list_(saga_name: str | None, states: tuple[str, ...], older_than: float | No
     finally:
         client.close()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(printable_json(json.dumps(rows, indent=2)))
     elif rows:
         click.echo(render_table(
             ["saga", "id", "state", "for", "cause", "failed step"],
@@ -413,7 +418,8 @@ def show(saga_id: str, saga_name: str | None, as_json: bool, redis_url: str | No
         client.close()
     now_ms = int(time.time() * 1000)
     if as_json:
-        click.echo(json.dumps(view.to_json(now_ms), indent=2, ensure_ascii=False))
+        click.echo(printable_json(json.dumps(view.to_json(now_ms), indent=2,
+                                             ensure_ascii=False)))
     else:
         click.echo(render_view(view, now_ms))
 

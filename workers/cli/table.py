@@ -1,11 +1,16 @@
-"""Plain-text tables for the CLI (no dependency for something this small)."""
+"""Plain-text tables for the CLI (no dependency for something this small). Cells are
+printed with their control characters escaped (:mod:`workers.cli.terminal`): they hold
+names, payload excerpts and error texts that producers and handlers wrote."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from workers.cli.terminal import printable
+
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    rows = [[printable(cell, one_line=True) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
