@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 import redis
 
+from queues.connect_errors import describe
 from queues.connection import connect_sync, ping_sync, redact, resolve_url
 from workers.registry import HandlerRecord, read_registry_sync
 
@@ -30,7 +31,8 @@ def sync_client(redis_url: str | None, app_url: str | None = None) -> redis.Redi
         client = connect_sync(url)
         ping_sync(client)
     except (redis.RedisError, OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot reach Redis at {redact(url)}: {exc}") from None
+        raise click.ClickException(f"cannot reach Redis at {redact(url)}: {describe(exc)}"
+                                   ) from None
     return client
 
 

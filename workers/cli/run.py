@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import click
 
+from queues import server_config
 from queues.connection import redact
 from workers import logs
 from workers.cli.common import redis_url_option
@@ -16,6 +18,21 @@ from workers.observability.health import STUCK_AFTER
 from workers.observability.probe import METRICS_PORT_ENV
 from workers.observability.totals import HandlerLabels
 from workers.runtime.supervisor import Supervisor
+
+log = logging.getLogger("seawall.supervisor")
+
+
+def check_redis(url: str) -> None:
+    """Warn about a Redis that can lose seawall's data silently (an eviction policy, no
+    persistence), or that the check could not be made; exit 1 for a failure that waiting
+    will not cure (a refused certificate, a wrong password). A Redis that does not answer
+    yet is not an error: the pools wait for it."""
+    try:
+        found = server_config.check(url)
+    except server_config.Unreachable as exc:
+        raise click.ClickException(f"cannot use Redis at {redact(url)}: {exc}") from None
+    for warning in found:
+        log.warning(warning)
 
 
 @click.command()
@@ -66,6 +83,7 @@ def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
     url = app.url(redis_url)
     described = ", ".join(f"{p}x{n}" for p, n in slots.items())
     click.echo(f"seawall: running {app.name} pools {described} against {redact(url)}", err=True)
+    check_redis(url)
     handlers = [HandlerLabels(r.name, r.stream, r.pool, r.breaker is not None)
                 for pool in selected for r in app.records_of(pool)]
     supervisor = Supervisor(app_path, slots, redis_url=url, grace=grace,
