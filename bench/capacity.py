@@ -11,7 +11,7 @@ settled), and reads over that span:
   command, the time spent inside each (commandstats ``usec``: a script's EVALSHA counts the
   commands it ran, which are also listed under their own names, so the times do not add
   up; the rest of the CPU is reading, parsing and writing the sockets);
-- **pool CPU per message**: user + system time of the pool process(es) from /proc;
+- **pool CPU per message**: the pool process(es)' CPU time, from /proc (schedstat, in ns);
 - **network bytes per message**: ``total_net_input_bytes`` + ``total_net_output_bytes``;
 - **Redis core busy**: the main thread's CPU seconds over the wall seconds of the drain.
 
@@ -29,10 +29,10 @@ Rows (``--n`` messages each, one pool process unless said):
 - ``ok, 2 processes``: the ``ok`` path with two pool processes on the one stream (and one
   Redis), to see whether Redis's core or the pool processes run out first on this machine.
 
-After the table it prints the capacity model: per path, messages/s per pool process
-(measured) and per Redis shard (one core at ``--headroom`` of 100 %, from Redis CPU per
-message, publish included), and the processes and shards 100,000 and 1,000,000 msgs/s
-need.
+After the table it prints the capacity model: per path, messages/s per pool process (its
+wall rate as measured, and what one core sustains at ``--headroom`` of 100 % from its CPU
+per message) and per Redis shard (one core at ``--headroom``, from Redis CPU per message,
+publish included), and the processes and shards 100,000 and 1,000,000 msgs/s need.
 
     python bench/capacity.py [--n 50000] [--rounds 1] [--headroom 0.7]
                              [--redis-url URL]
@@ -84,6 +84,18 @@ class Sample:
     usec: dict[str, int]
 
 
+def pool_cpu_seconds(pid: int) -> float:
+    """CPU seconds of every thread of ``pid``, from ``/proc/<pid>/task/*/schedstat`` (in ns:
+    a drain of a few thousand messages is a handful of the 10 ms ticks that
+    ``/proc/<pid>/stat`` counts in); bench/throughput.py's tick count where schedstat is
+    missing."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks) / 1e9
+    except (OSError, ValueError, IndexError):
+        return _cpu_seconds(pid)
+
+
 def sample(client: redis.Redis, pids: list[int]) -> Sample:
     cpu = client.info("cpu")
     net = client.info("stats")
@@ -95,7 +107,7 @@ def sample(client: redis.Redis, pids: list[int]) -> Sample:
             calls[command] = int(stats["calls"])
             usec[command] = int(stats["usec"])
     return Sample(
-        at=time.monotonic(), pool_cpu=sum(_cpu_seconds(p) for p in pids),
+        at=time.monotonic(), pool_cpu=sum(pool_cpu_seconds(p) for p in pids),
         redis_main=float(cpu["used_cpu_sys_main_thread"])
         + float(cpu["used_cpu_user_main_thread"]),
         redis_all=float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
@@ -301,21 +313,33 @@ def print_table(rows: list[Row]) -> None:
 
 
 def print_model(rows: list[Row], publish: Row | None, headroom: float) -> None:
-    """Processes and shards for each target rate, per path (publish's Redis cost added)."""
+    """Processes and shards for each target rate, per path.
+
+    A pool process is planned at ``headroom`` of one core: ``headroom * 1e6 / pool us per
+    message`` (its CPU time, which neighbours on a shared machine disturb less than its wall
+    rate, shown beside it); a shard likewise at ``headroom * 1e6 / Redis us per message``,
+    the publish's Redis CPU added to each path's (every message is XADDed to the shard that
+    hands it out)."""
     pub_us = publish.redis_us if publish is not None else 0.0
-    print(f"\ncapacity model: a Redis shard's core planned at {headroom * 100:.0f}%, "
-          f"publish's {pub_us:.2f} us/msg of Redis CPU added to each path")
-    head = "".join(f" {f'procs@{t // 1000}k':>11} {f'shards@{t // 1000}k':>11}" for t in TARGETS)
-    print(f"{'path':<36} {'msgs/s/proc':>11} {'Redis us/msg':>12} {'msgs/s/shard':>12}{head}")
+    print(f"\ncapacity model: one core per pool process and per Redis shard, planned at "
+          f"{headroom * 100:.0f}%; publish's {pub_us:.2f} us/msg of Redis CPU added to each "
+          "path")
+    head = "".join(f" {f'procs@{t // 1000}k':>11} {f'shards@{t // 1000}k':>12}"
+                   for t in TARGETS)
+    print(f"{'path':<36} {'measured/proc':>13} {'msgs/s/proc':>11} {'Redis us/msg':>12} "
+          f"{'msgs/s/shard':>12}{head}")
     for r in rows:
         if not r.processes:
             continue
-        per_proc = r.rate / r.processes
+        measured = r.rate / r.processes
+        # all processes' CPU per message (at least 0.01 us: a tiny run may round to 0)
+        per_proc = headroom * 1e6 / max(r.pool_us, 0.01)
         redis_us = r.redis_us + pub_us
-        per_shard = headroom * 1e6 / redis_us
-        cells = "".join(f" {math.ceil(t / per_proc):>11} {math.ceil(t / per_shard):>11}"
+        per_shard = headroom * 1e6 / max(redis_us, 0.01)
+        cells = "".join(f" {math.ceil(t / per_proc):>11} {math.ceil(t / per_shard):>12}"
                         for t in TARGETS)
-        print(f"{r.name:<36} {per_proc:>11.0f} {redis_us:>12.2f} {per_shard:>12.0f}{cells}")
+        print(f"{r.name:<36} {measured:>13.0f} {per_proc:>11.0f} {redis_us:>12.2f} "
+              f"{per_shard:>12.0f}{cells}")
 
 
 def main() -> None:
