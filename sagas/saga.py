@@ -99,7 +99,7 @@ class Saga:
         self.steps: list[Step] = []
         self.has_outcome_handler = False
         self.runtime = SagaRuntime(self.keys, int(retention_s), self._undoable,
-                                   lambda: self.has_outcome_handler)
+                                   lambda: self.has_outcome_handler, app.integrity)
 
     # -- declaring -------------------------------------------------------------------------
 
@@ -175,9 +175,11 @@ class Saga:
         fields = encode(payload, type=type, message_id=f"{saga_id}:start",
                         correlation_id=saga_id,
                         headers={"saga": self.name, "saga_id": saga_id, "step": first.name})
+        target = self.keys.on(first.stream)
+        self.app.integrity.seal(target, fields)
         now_ms = int(time.time() * 1000)
         deadline_ms = now_ms + int(self.deadline * 1000) if self.deadline else 0
-        return self.keys.on(first.stream), fields, deadline_ms, now_ms
+        return target, fields, deadline_ms, now_ms
 
     async def start(self, payload: Payload, *, saga_id: str, type: str | None = None) -> bool:
         """Start the saga ``saga_id`` with ``payload`` as the first step's event. Idempotent

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from queues import saga_store
 from queues.keys import SagaKeys
 from queues.saga_store import SagaLayout, StepDone, StepFailed, UndoFailed, Undone
-from workers.errors import StepAborted
+from workers.errors import MessageRejected, StepAborted
+from workers.integrity import Integrity
 from workers.middleware import Call
 from workers.outcome import Kind, Outcome
 from workers.plugin import BackgroundLoop
@@ -58,8 +59,11 @@ class SagaRuntime:
     """What the runtime needs of one saga type: its layout and its scripts' batches."""
 
     def __init__(self, keys: SagaKeys, retention_s: int,
-                 undoable: Callable[[], tuple[str, ...]], outcomes: Callable[[], bool]) -> None:
+                 undoable: Callable[[], tuple[str, ...]], outcomes: Callable[[], bool],
+                 integrity: Integrity | None = None) -> None:
         self.keys = keys
+        self.integrity = integrity
+        """Signs a step's events again once they carry the saga's fields and stream."""
         self._retention_s = retention_s
         self._undoable = undoable
         self._outcomes = outcomes
@@ -131,8 +135,10 @@ class StepPlugin:
         kind = outcome.kind
         envelope = call.envelope
         saga_id = _saga_id(call)
-        if not saga_id:
-            return False  # not a saga message (someone wrote to the stream by hand)
+        if not saga_id or isinstance(outcome.error, MessageRejected):
+            # not a saga message (someone wrote to the stream by hand), or an entry refused
+            # on arrival (its saga fields are not to be trusted): a plain dead letter
+            return False
         if (kind is Kind.OK or kind is Kind.FALLBACK) and self._branches(outcome) > 1:
             # A saga is a chain: two events for its steps would be two branches, and the
             # first to end would complete the saga under the other one.
@@ -143,16 +149,18 @@ class StepPlugin:
             kind = outcome.kind
         if kind is Kind.OK or kind is Kind.FALLBACK:
             keys, routes = self._saga.keys, self._routes()
+            integrity = self._saga.integrity
             follow_ups: list[tuple[str, Any]] = []
             for follow_up in outcome.follow_ups:
                 fields = dict(follow_up.fields)
                 fields["saga"], fields["saga_id"] = keys.saga, saga_id
                 step = routes.get(follow_up.stream)
+                target = follow_up.stream if step is None else keys.on(follow_up.stream)
                 if step is not None:
                     fields["step"] = step
-                    follow_ups.append((keys.on(follow_up.stream), fields))
-                else:
-                    follow_ups.append((follow_up.stream, fields))
+                if integrity is not None:
+                    integrity.sign(target, fields)
+                follow_ups.append((target, fields))
             memo = call.memo if call.memo is not None else envelope.payload
             self._commits.add(settler, envelope.source, StepDone(
                 envelope.entry_id, saga_id, self._step, settler.keys.done(envelope.message_id),

@@ -18,6 +18,7 @@ from queues.connection import connect, connect_sync, resolve_url
 from queues.envelope import encode
 from workers.errors import ConfigError
 from workers.handler import HandlerSpec, build_spec, check_middleware
+from workers.integrity import DEFAULT_MAX_PAYLOAD_BYTES, Integrity
 from workers.middleware import Middleware, Observer
 from workers.pool_config import PoolConfig
 from workers.registry import HandlerRecord
@@ -46,12 +47,28 @@ class App:
     extra; :mod:`workers.runtime.tracing`): True sends them to the global tracer provider,
     a ``TracerProvider`` to that one; None (the default) turns them on when
     ``SEAWALL_TRACING=1``.
+
+    ``max_payload_bytes`` (default 1 MiB): publishing a longer payload raises
+    :class:`~workers.errors.PayloadTooLarge` and writes nothing; a longer entry read by a
+    handler is dead-lettered (:class:`~workers.errors.MessageTooLarge`) without its payload.
+
+    ``signing_keys`` (key id -> key, bytes or str, at least 32 bytes each) and
+    ``sign_with`` (one of the ids; optional with a single key): every message the app
+    publishes is signed with HMAC-SHA256 under ``sign_with``, and its handlers accept only
+    messages signed under one of ``signing_keys``; the others are dead-lettered as
+    :class:`~workers.errors.SignatureError`. Off by default. See docs/signing.md.
     """
 
     def __init__(self, name: str, *, redis_url: str | None = None,
-                 tracing: bool | TracerProvider | None = None) -> None:
+                 tracing: bool | TracerProvider | None = None,
+                 signing_keys: Mapping[str, bytes | str] | None = None,
+                 sign_with: str | None = None,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         if not name or not isinstance(name, str):
             raise ConfigError("App needs a name: App('shop')")
+        self.integrity = Integrity(signing_keys=signing_keys, sign_with=sign_with,
+                                   max_payload_bytes=max_payload_bytes)
+        """Payload limits and signing keys (:mod:`workers.integrity`)."""
         self.name = name
         self.redis_url = redis_url
         self.pools: dict[str, PoolConfig] = {"default": PoolConfig("default")}
@@ -191,6 +208,7 @@ class App:
         """Publish one message (blocking); returns its message id."""
         fields = encode(payload, type=type, message_id=message_id, correlation_id=correlation_id,
                         causation_id=causation_id, headers=headers)
+        self.integrity.seal(stream, fields)
         with self.sending(stream, fields):
             producer.publish_fields(self.sync_client, stream, fields)
         return str(fields["id"])
@@ -209,6 +227,7 @@ class App:
         """Publish one message from async code; returns its message id."""
         fields = encode(payload, type=type, message_id=message_id, correlation_id=correlation_id,
                         causation_id=causation_id, headers=headers)
+        self.integrity.seal(stream, fields)
         with self.sending(stream, fields):
             await producer.apublish_fields(self.async_client, stream, fields)
         return str(fields["id"])
@@ -216,17 +235,27 @@ class App:
     def publish_many(self, stream: str, payloads: Iterable[Payload], *,
                      type: str | None = None) -> list[str]:
         """Publish many messages in one pipelined round trip; returns their message ids."""
-        batch = [encode(p, type=type) for p in payloads]
+        batch = self._sealed(stream, payloads, type)
         with self.sending(stream, *batch):
             producer.publish_many(self.sync_client, stream, batch)
         return [str(f["id"]) for f in batch]
 
     async def apublish_many(self, stream: str, payloads: Iterable[Payload], *,
                             type: str | None = None) -> list[str]:
-        batch = [encode(p, type=type) for p in payloads]
+        batch = self._sealed(stream, payloads, type)
         with self.sending(stream, *batch):
             await producer.apublish_many(self.async_client, stream, batch)
         return [str(f["id"]) for f in batch]
+
+    def _sealed(self, stream: str, payloads: Iterable[Payload],
+                type: str | None) -> list[dict[str, str | bytes]]:
+        """Every message encoded and sealed before any is written: one payload too large
+        and none of the batch is published."""
+        batch = [encode(p, type=type) for p in payloads]
+        seal = self.integrity.seal
+        for fields in batch:
+            seal(stream, fields)
+        return batch
 
     def close(self) -> None:
         if self._sync_client is not None:

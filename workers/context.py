@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -31,6 +31,10 @@ class FollowUpSink(Protocol):
     def stage(self, follow_up: FollowUp) -> None: ...
 
     def remember(self, memo: bytes) -> None: ...
+
+
+Seal = Callable[[str, MutableMapping[str, str | bytes]], None]
+"""``seal(stream, fields)``: raise if the message may not be sent, sign it if the app signs."""
 
 
 class SagaStep:
@@ -73,11 +77,15 @@ class Context:
     Built per message, so it is cheap: headers and the bound logger are made on first use.
     """
 
-    __slots__ = ("_envelope", "_logger", "_publisher", "_sent", "_sink", "handler", "stream")
+    __slots__ = ("_envelope", "_logger", "_publisher", "_seal", "_sent", "_sink", "handler",
+                 "stream")
 
     def __init__(self, sink: FollowUpSink, handler: str, stream: str, envelope: Envelope, *,
-                 fallback: bool = False) -> None:
+                 fallback: bool = False, seal: Seal | None = None) -> None:
         self._sink = sink
+        self._seal = seal
+        """The app's size check and signature of what it publishes
+        (``workers.integrity.Integrity.seal``)."""
         self._envelope = envelope
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self.handler = handler
@@ -189,6 +197,8 @@ class Context:
             fields["traceparent"] = cause[b"traceparent"]
             if b"tracestate" in cause:
                 fields["tracestate"] = cause[b"tracestate"]
+        if self._seal is not None:
+            self._seal(stream, fields)  # too large: the handler fails, nothing is staged
         self._sink.stage(FollowUp(stream, fields))
         return str(fields["id"])
 

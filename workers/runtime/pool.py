@@ -62,9 +62,38 @@ class PoolCrashed(RuntimeError):
     """One of the pool's loops died of an unexpected error."""
 
 
+INSTANCE_ENV = "SEAWALL_INSTANCE"
+"""Names one of several supervisors of the same app on one host (``seawall run`` twice on
+a machine): it becomes part of the consumer names, which would otherwise be the same."""
+
+
 def consumer_name(app: str, pool: str, slot: int, host: str | None = None) -> str:
-    """Stable per (host, pool, slot): a restarted process takes its predecessor's entries."""
-    return f"{app}:{pool}:{host or socket.gethostname()}:{slot}"
+    """Stable per (host, instance, pool, slot): a restarted process takes its predecessor's
+    entries."""
+    host = host or socket.gethostname()
+    instance = os.environ.get(INSTANCE_ENV)
+    if instance:
+        host = f"{host}/{instance}"
+    return f"{app}:{pool}:{host}:{slot}"
+
+
+CLOCK_OFFSET_ENV = "SEAWALL_CLOCK_OFFSET"
+"""A test hook: seconds added to ``time.time()`` in a pool process, to run one process of
+a fleet with its wall clock ahead or behind (the chaos suite's clock-skew scenario)."""
+
+
+def apply_clock_offset() -> float:
+    """Shift this process's ``time.time()`` by ``$SEAWALL_CLOCK_OFFSET`` seconds, if set;
+    returns the offset. Monotonic clocks are left alone (they measure, not date)."""
+    offset = float(os.environ.get(CLOCK_OFFSET_ENV) or 0)
+    if offset:
+        real = time.time
+
+        def skewed() -> float:
+            return real() + offset
+
+        time.time = skewed
+    return offset
 
 
 def _reconnect_delay(failures: int) -> float:
@@ -322,7 +351,8 @@ class Pool:
         stack = build_stack(spec, executor=executor, timeout=timeout,
                             app_middleware=self.app.middleware_stack, gate=gate,
                             diverted=diverted, done_at_fetch=done_at_fetch,
-                            look_up_done=look_up_done, tracing=self.app.tracing)
+                            look_up_done=look_up_done, tracing=self.app.tracing,
+                            integrity=self.app.integrity)
         runner = Runner(name=spec.name, pool=pool.name, stream=spec.stream, stack=stack,
                         settler=settler, limiter=self.limiter, in_flight=in_flight,
                         timeout=timeout, policy=spec.retry_policy)

@@ -39,6 +39,7 @@ from workers.runtime.gate import BreakerGate
 from workers.runtime.policy import failure_outcome
 
 if TYPE_CHECKING:
+    from workers.integrity import Integrity
     from workers.runtime.tracing import Tracing
 
 log = logging.getLogger("seawall.stack")
@@ -52,10 +53,15 @@ class Invoke:
     fallback), and turn what happened into an outcome. A failure's staged follow-ups are
     dropped here: nobody will ever see them."""
 
-    __slots__ = ("_executor", "_fallback", "_func", "_policy", "_spec", "_timeout")
+    __slots__ = ("_admit", "_executor", "_fallback", "_func", "_policy", "_seal", "_spec",
+                 "_timeout")
 
     def __init__(self, spec: HandlerSpec, func: HandlerFunc, executor: Executor, *,
-                 timeout: float | None, fallback: bool = False) -> None:
+                 timeout: float | None, fallback: bool = False,
+                 integrity: Integrity | None = None) -> None:
+        # size limit and signature, checked before decoding (workers.integrity)
+        self._admit = integrity.admission(spec.stream) if integrity is not None else None
+        self._seal = integrity.seal if integrity is not None else None
         self._spec = spec
         self._func = func
         self._executor = executor
@@ -65,12 +71,14 @@ class Invoke:
 
     async def __call__(self, call: Call) -> Outcome:
         spec, func = self._spec, self._func
+        if self._admit is not None and (refused := self._admit(call.envelope)) is not None:
+            return refused
         started = time.monotonic()
         try:
             payload = spec.decode(call.envelope.payload)
             if func.wants_context:
                 ctx = Context(call, spec.name, spec.stream, call.envelope,
-                              fallback=self._fallback)
+                              fallback=self._fallback, seal=self._seal)
                 args: tuple[Any, ...] = (payload, ctx)
             else:
                 args = (payload,)
@@ -215,13 +223,14 @@ def build_stack(spec: HandlerSpec, *, executor: Executor, timeout: float | None,
                 app_middleware: Sequence[Middleware], gate: BreakerGate | None,
                 diverted: set[EntryKey], done_at_fetch: dict[EntryKey, bool],
                 look_up_done: Callable[[Envelope], Awaitable[bool]],
-                tracing: Tracing | None = None) -> Next:
+                tracing: Tracing | None = None, integrity: Integrity | None = None) -> Next:
     """The handler's whole stack, outermost layer returned."""
-    top: Next = Invoke(spec, spec.handler, executor, timeout=timeout)
+    top: Next = Invoke(spec, spec.handler, executor, timeout=timeout, integrity=integrity)
     if spec.idempotent:
         top = IdempotencyLayer(top, done_at_fetch, look_up_done)
     if gate is not None:
-        fallback = (Invoke(spec, spec.fallback, executor, timeout=timeout, fallback=True)
+        fallback = (Invoke(spec, spec.fallback, executor, timeout=timeout, fallback=True,
+                           integrity=integrity)
                     if spec.fallback is not None else None)
         top = BreakerLayer(top, gate, diverted, fallback)
     user = [*app_middleware, *spec.middleware]
