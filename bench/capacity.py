@@ -13,7 +13,8 @@ settled), and reads over that span:
   up; the rest of the CPU is reading, parsing and writing the sockets);
 - **pool CPU per message**: the pool process(es)' CPU time, from /proc (schedstat, in ns);
 - **network bytes per message**: ``total_net_input_bytes`` + ``total_net_output_bytes``;
-- **Redis core busy**: the main thread's CPU seconds over the wall seconds of the drain.
+- **Redis core busy**: the main thread's CPU seconds over the wall seconds of the drain;
+- **connections**: what the pool process(es) hold open at the end of the drain.
 
 Rows (``--n`` messages each, one pool process unless said):
 
@@ -80,6 +81,7 @@ class Sample:
     redis_main: float
     redis_all: float
     net: int
+    clients: int
     calls: dict[str, int]
     usec: dict[str, int]
 
@@ -99,6 +101,7 @@ def pool_cpu_seconds(pid: int) -> float:
 def sample(client: redis.Redis, pids: list[int]) -> Sample:
     cpu = client.info("cpu")
     net = client.info("stats")
+    clients = int(client.info("clients")["connected_clients"])
     calls: dict[str, int] = {}
     usec: dict[str, int] = {}
     for name, stats in client.info("commandstats").items():
@@ -112,7 +115,7 @@ def sample(client: redis.Redis, pids: list[int]) -> Sample:
         + float(cpu["used_cpu_user_main_thread"]),
         redis_all=float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
         net=int(net["total_net_input_bytes"]) + int(net["total_net_output_bytes"]),
-        calls=calls, usec=usec)
+        clients=clients, calls=calls, usec=usec)
 
 
 @dataclass
@@ -125,16 +128,20 @@ class Row:
     redis_main: float
     redis_all: float
     net: int
+    clients: int
+    """Connections open at the end of the drain, less the ones the run itself had before
+    its pool processes started (what the pool processes hold)."""
     calls: dict[str, int] = field(default_factory=dict)
     usec: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def between(cls, name: str, processes: int, messages: int, a: Sample, b: Sample) -> Row:
+    def between(cls, name: str, processes: int, messages: int, a: Sample, b: Sample,
+                own_clients: int = 0) -> Row:
         calls = {k: v - a.calls.get(k, 0) for k, v in b.calls.items() if v > a.calls.get(k, 0)}
         usec = {k: v - a.usec.get(k, 0) for k, v in b.usec.items() if k in calls}
         return cls(name, processes, messages, b.at - a.at, b.pool_cpu - a.pool_cpu,
                    b.redis_main - a.redis_main, b.redis_all - a.redis_all, b.net - a.net,
-                   calls, usec)
+                   b.clients - own_clients, calls, usec)
 
     def per_message(self, value: float) -> float:
         return value / self.messages if self.messages else float("nan")
@@ -174,7 +181,7 @@ def _spawn(url: str, app: str, pool: str, slot: int, env: dict[str, str]
 
 def measure(client: redis.Redis, name: str, messages: int,
             procs: list[subprocess.Popen[bytes]], started: Callable[[], bool],
-            done: Callable[[], bool], timeout: float = 1800.0) -> Row:
+            done: Callable[[], bool], own_clients: int, timeout: float = 1800.0) -> Row:
     """From ``started()`` (polled every 2 ms) until ``done()`` (every 10 ms)."""
     pids = [p.pid for p in procs]
     deadline = time.monotonic() + timeout
@@ -185,7 +192,11 @@ def measure(client: redis.Redis, name: str, messages: int,
     while not done():
         _alive(procs, name, deadline)
         time.sleep(0.01)
-    return Row.between(name, len(procs), messages, first, sample(client, pids))
+    return Row.between(name, len(procs), messages, first, sample(client, pids), own_clients)
+
+
+def _clients(client: redis.Redis) -> int:
+    return int(client.info("clients")["connected_clients"])
 
 
 def _alive(procs: list[subprocess.Popen[bytes]], name: str, deadline: float) -> None:
@@ -214,7 +225,8 @@ def run_publish(client: redis.Redis, n: int) -> Row:
     try:
         first = sample(client, [])
         _publish(client, stream, n)
-        return Row.between("publish (XADD, pipelines of 1000)", 0, n, first, sample(client, []))
+        return Row.between("publish (XADD, pipelines of 1000)", 0, n, first, sample(client, []),
+                           first.clients)
     finally:
         client.delete(stream)
 
@@ -227,11 +239,12 @@ def run_scale_path(client: redis.Redis, url: str, n: int, name: str, mode: str =
     keys = HandlerKeys(stream, "scale.h0")
     _publish(client, stream, n, invalid=invalid)
     env = _env(url, prefix, 1, mode)
+    own = _clients(client)
     procs = [_spawn(url, "bench.scale_app:app", "scale", slot, env) for slot in range(processes)]
     try:
         with _running(procs):
             return measure(client, name, n, procs, _read_some(client, stream, keys.group),
-                           lambda: _done(client, stream, keys, n, mode, invalid))
+                           lambda: _done(client, stream, keys, n, mode, invalid), own)
     finally:
         _clean(client, prefix, 1)
 
@@ -244,12 +257,13 @@ def run_breaker(client: redis.Redis, url: str, n: int) -> Row:
     _publish(client, stream, n)
     env = dict(os.environ, BENCH_STREAM=stream, BENCH_BREAKER="1", SEAWALL_REDIS_URL=url,
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    own = _clients(client)
     procs = [_spawn(url, "bench.bench_app:app", "bench", 0, env)]
     try:
         with _running(procs):
             return measure(client, "ok, breaker", n, procs,
                            _read_some(client, stream, keys.group),
-                           lambda: _done(client, stream, keys, n, "ok", False))
+                           lambda: _done(client, stream, keys, n, "ok", False), own)
     finally:
         _clean(client, prefix, 1)
         client.hdel(REGISTRY, keys.handler)
@@ -267,13 +281,14 @@ def run_saga_step(client: redis.Redis, url: str, n: int) -> Row:
         for i in range(sagas):
             saga.start_sync(Order(n=i, order_id=f"o-{i}", amount_cents=500 + i),
                             saga_id=f"o-{i}")
+        own = _clients(client)
         procs = [bench_sagas._spawn(url, "saga", prefix)]
         first = HandlerKeys(saga.keys.on(STREAMS[0]), f"{prefix}.charge")
         with _running(procs):
             row = measure(client, "saga step (3-step saga)", 3 * sagas, procs,
                           _read_some(client, first.stream, first.group),
                           lambda: saga_store.counts_sync(client, saga.keys)["completed"]
-                          >= sagas)
+                          >= sagas, own)
         counts = saga_store.counts_sync(client, saga.keys)
         if counts["completed"] != sagas or sum(counts.values()) != sagas:
             raise RuntimeError(f"saga run ended with {counts}, expected {sagas} completed")
@@ -296,13 +311,13 @@ def _fmt(value: float, digits: int = 1) -> str:
 def print_table(rows: list[Row]) -> None:
     print(f"\n{'path':<36} {'procs':>5} {'messages':>8} {'msgs/s':>8} {'pool us/msg':>11} "
           f"{'Redis us/msg':>12} {'cmds/msg':>8} {'net B/msg':>9} "
-          f"{'Redis busy':>10}")
+          f"{'Redis busy':>10} {'conns':>5}")
     for r in rows:
         rate = f"{r.rate:.0f}" if r.processes else "-"
         pool = _fmt(r.pool_us) if r.processes else "-"
         print(f"{r.name:<36} {r.processes:>5} {r.messages:>8} {rate:>8} {pool:>11} "
               f"{_fmt(r.redis_us, 2):>12} {_fmt(r.commands, 2):>8} {_fmt(r.net_bytes, 0):>9} "
-              f"{r.redis_busy * 100:>9.0f}%")
+              f"{r.redis_busy * 100:>9.0f}% {r.clients:>5}")
     print("\nRedis commands per message, by command (calls per message, us in the command "
           "per message)")
     for r in rows:
