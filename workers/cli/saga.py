@@ -83,7 +83,10 @@ def _int(text: str | None) -> int | None:
 
 
 def _short(text: str, width: int = 60) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
+    """The first line of ``text`` (control characters escaped first, so that a ``\\r``
+    neither ends the line nor reaches the terminal), cut to ``width``."""
+    text = printable(text).strip()
+    line = text.split("\n", 1)[0] if text else ""
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
