@@ -137,7 +137,7 @@ def test_saga_show_escapes_causes_errors_memos_and_timeline(sync_redis: redis.Re
         "step:charge": "failed", "at:charge": "1500", "error:charge": f"boom{TITLE}",
         "memo:charge": json.dumps({"note": f"memo{CLEAR}"}, ensure_ascii=False)})
     sync_redis.xadd(keys.timeline(saga_id), {"event": "failed", "step": "charge",
-                                             "detail": f"over\rwrite\u202e", "at": "1500"})
+                                             "detail": "over\rwrite\u202e", "at": "1500"})
     try:
         runner = CliRunner()
         shown = runner.invoke(cli, ["saga", "show", saga_id, "--saga", keys.saga,
