@@ -4,17 +4,40 @@
 ``from_url``; this module adds the defaults seawall relies on (bytes replies, so that a
 stream entry holding invalid UTF-8 cannot break a whole batch; keep-alive; health checks)
 and :func:`redact`, so that no log line or error message ever shows the password.
+
+The same URL may name a Redis Cluster or a primary behind Sentinel (the forms are listed in
+:mod:`queues.topology`)::
+
+    redis+cluster://host:port,host:port/          rediss+cluster://... (TLS)
+    redis://host:port/?cluster=true               one seed node is enough
+    redis+sentinel://[user:pass@]host:port,host:port/mymaster[/db]?sentinel_password=...
+
+A cluster gets redis-py's ``RedisCluster`` (asyncio or blocking), which follows MOVED and
+ASK, and splits a pipeline per node (non-transactional; a ``transaction=True`` pipeline is
+accepted only where every key shares one slot, which keys.py's layout guarantees for the
+keys of one stream). It is returned typed as a ``Redis``: seawall's code uses only the
+commands both offer, and every multi-key command and script it sends stays in one slot
+(tests/queues/test_script_slots.py). Behind Sentinel, the client asks the sentinels for the
+primary whenever it connects, so after a failover the reconnect that follows any
+connection error (seawall's own backoff) lands on the new primary.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as _AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
+from redis.connection import SSLConnection
+from redis.connection import parse_url as _parse_url
+from redis.sentinel import Sentinel as _Sentinel
+
+from queues.topology import Topology, parse
 
 DEFAULT_URL = "redis://localhost:6379/0"
 ENV_VAR = "SEAWALL_REDIS_URL"
@@ -27,6 +50,15 @@ def resolve_url(cli_url: str | None = None, app_url: str | None = None) -> str:
 
 def redact(url: str) -> str:
     """The URL with its password replaced by ``***`` (user names are kept)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "+" in scheme:
+        # redis+cluster://, redis+sentinel://: several hosts, which urlsplit cannot read.
+        netloc, slash, tail = rest.partition("/")
+        userinfo, at, hosts = netloc.rpartition("@")
+        if not at or ":" not in userinfo:
+            return url
+        user = userinfo.partition(":")[0]
+        return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -56,6 +88,10 @@ def _options(max_connections: int | None) -> dict[str, Any]:
 DEFAULT_MAX_CONNECTIONS = 100
 CONNECTION_WAIT = 30.0
 """Seconds a command waits for a free connection of a full pool before it fails."""
+MAX_BLOCK_MS = 1000
+"""The longest BLOCK of a worker pool's reads."""
+POOL_REPLY_TIMEOUT = MAX_BLOCK_MS / 1000 + 9.0
+"""Seconds a worker pool's command waits for its reply before its connection is given up."""
 
 
 def _keepalive_options() -> dict[int, int]:
@@ -80,15 +116,25 @@ def connect(url: str, *, max_connections: int | None = None,
     everything it can run at once (a worker pool's own client): it saves the blocking
     pool's lock on every command.
 
-    ``reply_timeouts=False`` sends and reads without a timeout per command (redis-py wraps
-    each one in a timer otherwise, a measurable share of a pool's CPU per message); a dead
-    peer is then found by TCP keepalive probes within about 25 s instead, and blocking
-    reads are bounded by their own BLOCK.
+    ``reply_timeouts=False`` is for a worker pool's own client, whose blocking reads wait
+    at most ``MAX_BLOCK_MS``: every reply is awaited for at most ``POOL_REPLY_TIMEOUT``
+    (BLOCK + a margin; redis-py's timer costs a few microseconds a command, and the pool
+    sends a command per batch, not per message), and TCP keepalive probes find a dead peer
+    within about 25 s. The timeout finds what keepalive cannot: a connection whose peer
+    stopped answering while something between kept it open (a half-open link through a
+    proxy or NAT); the command fails, its connection is dropped, and the pool's loops
+    reconnect.
     """
     size = max_connections or DEFAULT_MAX_CONNECTIONS
     options = _options(size)
     if not reply_timeouts:
-        options.update(socket_timeout=None, socket_keepalive_options=_keepalive_options())
+        options.update(socket_timeout=POOL_REPLY_TIMEOUT,
+                       socket_keepalive_options=_keepalive_options())
+    topology = _topology(url)
+    if topology.kind == "cluster":
+        return _async_cluster(topology, url, options)
+    if topology.kind == "sentinel":
+        return _async_sentinel(topology, url, options, wait_for_connection)
     try:
         if wait_for_connection:
             pool: aioredis.ConnectionPool = aioredis.BlockingConnectionPool.from_url(
@@ -108,6 +154,11 @@ def connect_sync(url: str, *, max_connections: int | None = None,
     options = _options(max_connections)
     if timeout is not None:
         options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
+    topology = _topology(url)
+    if topology.kind == "cluster":
+        return _sync_cluster(topology, url, options)
+    if topology.kind == "sentinel":
+        return _sync_sentinel(topology, url, options)
     try:
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
@@ -134,6 +185,124 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 
 
 def server_time_ms_sync(client: redis.Redis) -> int:
-    """The Redis server's clock in ms (TIME): the clock the breaker scripts use."""
-    seconds, micros = client.time()
+    """The Redis server's clock in ms (TIME): the clock the breaker scripts use (on a
+    cluster, one node's: the breaker scripts read their own node's)."""
+    reply: Any = client.time()
+    if isinstance(reply, dict):  # a cluster answers per node
+        reply = next(iter(reply.values()))
+    seconds, micros = reply
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+# -- Redis Cluster and Sentinel ---------------------------------------------------------
+
+# redis-py leaves these untyped.
+parse_url: Any = _parse_url
+AsyncSentinel: Any = _AsyncSentinel
+Sentinel: Any = _Sentinel
+
+
+def _topology(url: str) -> Topology:
+    return parse(url, redacted=redact(url))
+
+
+def is_cluster(client: Any) -> bool:
+    """True for a client :func:`connect` or :func:`connect_sync` made for a Redis Cluster."""
+    return isinstance(client, redis.RedisCluster | aioredis.RedisCluster)
+
+
+def is_cluster_url(url: str) -> bool:
+    """True if ``url`` names a Redis Cluster (no I/O)."""
+    return _topology(url).kind == "cluster"
+
+
+def _node_kwargs(topology: Topology, url: str) -> dict[str, Any]:
+    """Connection arguments for the data nodes: credentials, database, TLS and query
+    options, read by redis-py's own URL parser; no host or port."""
+    try:
+        kwargs: dict[str, Any] = dict(parse_url(topology.node_url))
+    except ValueError as exc:
+        raise ValueError(f"invalid Redis URL {redact(url)}: {exc}") from None
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if kwargs.pop("connection_class", None) is SSLConnection:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def _cluster_kwargs(topology: Topology, url: str, options: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {**_node_kwargs(topology, url), **options}
+    kwargs.pop("db", None)
+    # redis-py's cluster client has no blocking pool: max_connections is per node, and a
+    # command past it fails at once (callers size the pool for what they run at once).
+    return kwargs
+
+
+class _AsyncCluster(aioredis.RedisCluster):
+    """redis-py's asyncio cluster client, which learns the cluster's layout before it picks
+    the node for a command. redis-py 8.1 picks the node first: commands that many tasks send
+    at once while the client is still new go through seed-node objects whose connections the
+    layout discovery then closes under them (``'NoneType' object has no attribute
+    'writelines'``)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+def _async_cluster(topology: Topology, url: str, options: dict[str, Any]) -> aioredis.Redis:
+    from redis.asyncio.cluster import ClusterNode
+
+    nodes = [ClusterNode(host, port) for host, port in topology.seeds]
+    client = _AsyncCluster(startup_nodes=nodes,
+                                   **_cluster_kwargs(topology, url, options))
+    return cast(aioredis.Redis, client)
+
+
+def _sync_cluster(topology: Topology, url: str, options: dict[str, Any]) -> redis.Redis:
+    from redis.cluster import ClusterNode as _ClusterNode
+
+    node_class: Any = _ClusterNode
+    nodes = [node_class(host, port) for host, port in topology.seeds]
+    client = redis.RedisCluster(startup_nodes=nodes, **_cluster_kwargs(topology, url, options))
+    return cast(redis.Redis, client)
+
+
+def _sentinel_kwargs(topology: Topology, node: dict[str, Any],
+                     options: dict[str, Any]) -> dict[str, Any]:
+    """How to reach the sentinels: the socket options, their own credentials (if any), and
+    TLS like the data nodes with ``rediss+sentinel``."""
+    kwargs: dict[str, Any] = {k: v for k, v in options.items() if k.startswith("socket_")}
+    kwargs.update(topology.sentinel_auth)
+    if topology.tls:
+        kwargs.update({k: v for k, v in node.items() if k == "ssl" or k.startswith("ssl_")})
+    return kwargs
+
+
+class _BlockingSentinelPool(AsyncSentinelPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (connections go to the primary the sentinels name) that, full, makes
+    a command wait for a connection, as :func:`connect`'s pools do."""
+
+
+def _async_sentinel(topology: Topology, url: str, options: dict[str, Any],
+                    wait_for_connection: bool) -> aioredis.Redis:
+    node = {**_node_kwargs(topology, url), **options}
+    sentinel = AsyncSentinel(list(topology.seeds),
+                             sentinel_kwargs=_sentinel_kwargs(topology, node, options))
+    if wait_for_connection:
+        client: aioredis.Redis = sentinel.master_for(
+            topology.service, redis_class=aioredis.Redis,
+            connection_pool_class=_BlockingSentinelPool, timeout=CONNECTION_WAIT, **node)
+    else:
+        client = sentinel.master_for(topology.service, redis_class=aioredis.Redis, **node)
+    return client
+
+
+def _sync_sentinel(topology: Topology, url: str, options: dict[str, Any]) -> redis.Redis:
+    node = {**_node_kwargs(topology, url), **options}
+    sentinel = Sentinel(list(topology.seeds),
+                        sentinel_kwargs=_sentinel_kwargs(topology, node, options))
+    client: redis.Redis = sentinel.master_for(topology.service, redis_class=redis.Redis,
+                                              **node)
+    return client

@@ -9,6 +9,12 @@ path is one extra round trip per batch. The pool loads every script once at star
 its scripts); a command that failed that way leaves its message pending, never lost.
 Modules that own an operation wrap its script in one typed async function; nothing
 dispatches scripts by name at run time.
+
+On a Redis Cluster every script is given keys of one hash slot (keys.py's layout; checked
+for every script by tests/queues/test_script_slots.py), so redis-py routes each EVALSHA to
+the node serving that slot, and a pipeline of them is split per node. Scripts are loaded on
+every node, replicas included, so that a replica promoted by a failover already has them
+(if not, NOSCRIPT makes the caller load them again, as after a restart).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import NoScriptError
 
 
@@ -64,7 +71,7 @@ class LuaScript:
         pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        if isinstance(client, Pipeline):
+        if isinstance(client, Pipeline | ClusterPipeline):
             self.queue(client, keys, args)
             return client
         return await self.bind(client)(keys=keys, args=args)
@@ -75,6 +82,12 @@ class LuaScript:
 
 async def load_all(client: Any) -> None:
     """SCRIPT LOAD every script (idempotent), so pipelines may use bare EVALSHA."""
+    if isinstance(client, RedisCluster):
+        # Every node, replicas too: one command per script, each sent to all nodes.
+        for script in _ALL:
+            await client.execute_command("SCRIPT LOAD", script.source,
+                                         target_nodes=RedisCluster.ALL_NODES)
+        return
     async with client.pipeline(transaction=False) as pipe:
         for script in _ALL:
             pipe.script_load(script.source)

@@ -233,20 +233,21 @@ class E2E:
             import redis.asyncio as aioredis
             from pydantic import BaseModel
 
+            from queues.connection import connect, connect_sync
             from workers import App, Context
 
             REDIS_URL = {self.redis_url!r}
             PREFIX = {f"e2e:{self.uid}:"!r}
             SLEEP = float(os.environ.get("E2E_SLEEP", "0"))
             app = App({self.app_name!r})
-            sync_redis = redis.Redis.from_url(REDIS_URL)
+            sync_redis = connect_sync(REDIS_URL)  # any URL seawall takes: cluster, sentinel
             _async_redis = None
 
 
             def aredis():
                 global _async_redis
                 if _async_redis is None:
-                    _async_redis = aioredis.Redis.from_url(REDIS_URL)
+                    _async_redis = connect(REDIS_URL)
                 return _async_redis
 
 

@@ -225,19 +225,19 @@ class AckBatcher:
                     streams.queue_ack(pipe, stream, group, ids, delete=stream in self._deletes)
                 for key, items in commits.items():
                     stream, outbox_key, group, drop, ttl = key
-                    position = len(pipe.command_stack)
+                    position = len(pipe)
                     commit_calls.append((position, key, queue_commit(
                         pipe, source=stream, outbox=outbox_key, group=group, items=items,
                         drop_source=drop, marker_ttl=ttl)))
                 for op, _ in ops:
-                    op_positions.append(len(pipe.command_stack))
+                    op_positions.append(len(pipe))
                     await op(pipe)
                 for step in self._contributors:
-                    position = len(pipe.command_stack)
+                    position = len(pipe)
                     callback = step(pipe)
                     if callback is not None:
                         replies.append((position, callback))
-                if pipe.command_stack:
+                if len(pipe):
                     results = await pipe.execute(raise_on_error=False)
         except BaseException:
             self._restore(acks, commits, relays, ops, on_sent, settled)
