@@ -48,7 +48,12 @@ def _tracer_provider() -> Any:
     return provider
 
 
-app = App("bench", tracing=_tracer_provider() if TRACING else None)
+SIGNING_KEY = os.environ.get("BENCH_SIGNING_KEY") or None
+"""With a key, every message must be signed with it (``App(signing_keys=)``): each one's
+HMAC is checked before it is decoded."""
+
+app = App("bench", tracing=_tracer_provider() if TRACING else None,
+          signing_keys={"k1": SIGNING_KEY} if SIGNING_KEY else None)
 app.pool("bench", concurrency=int(os.environ.get("BENCH_CONCURRENCY", "200")), processes=1)
 
 

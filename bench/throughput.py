@@ -6,7 +6,7 @@ from outside: from the first entry read (the group's ``entries-read`` moves) unt
 has no lag and nothing pending. Process start-up is thus left out of both.
 
     python bench/throughput.py [--n 20000] [--rounds 3]
-                               [--runs followup,fail10,nobreaker,idempotent,tracing,metrics]
+                               [--runs followup,fail10,nobreaker,idempotent,tracing,metrics,signed]
 
 ``--runs`` picks the extra runs (default: ``followup``; ``--runs ''`` for none).
 ``followup`` is consume-transform-produce: the seawall handler publishes one follow-up per
@@ -19,6 +19,9 @@ are seawall variants, each compared with the plain seawall run. ``tracing`` (the
 extra) traces with OpenTelemetry at 1 % sampling (a parent-based TraceIdRatioBased(0.01)
 sampler, spans exported to nothing), its messages published as a traced producer at
 that rate writes them: each with a ``traceparent``, 1 % of them flagged sampled.
+
+``signed`` signs every message (HMAC-SHA256, ``App(signing_keys=)``) and runs the pool with
+the same key, so each message's signature is checked before it is decoded.
 
 ``metrics`` runs the same pool under ``seawall run --metrics-port`` (the supervisor, its pipe
 to the pool process, the counting per message), with JSON logs at INFO, scraping ``/metrics``
@@ -85,14 +88,20 @@ def median_round(results: list[Result]) -> Result:
     return Result(middle.name, middle.messages, middle.seconds, peak, cpu)
 
 
+SIGNING_KEY = "bench-signing-key-0123456789abcdef0123456789"
+"""The key of the ``signed`` run (a benchmark's, not a secret)."""
+
+
 def _publish(client: redis.Redis, stream: str, n: int, *, sampled: float | None = None,
-             invalid: bool = False) -> None:
+             invalid: bool = False, signed: bool = False) -> None:
     """N orders; with ``sampled``, each with a ``traceparent`` of a trace of its own, that
     share of them flagged sampled; ``invalid``: every one fails validation (``n`` is not a
     number)."""
     sys.path.insert(0, str(ROOT))
     from queues.envelope import encode
+    from queues.signing import Keyring
 
+    keyring = Keyring({"k1": SIGNING_KEY}, "k1") if signed else None
     rng = random.Random(n)
     for start in range(0, n, 1000):
         with client.pipeline(transaction=False) as pipe:
@@ -103,6 +112,8 @@ def _publish(client: redis.Redis, stream: str, n: int, *, sampled: float | None 
                     flags = "01" if rng.random() < sampled else "00"
                     fields["traceparent"] = (f"00-{rng.getrandbits(128):032x}-"
                                              f"{rng.getrandbits(64):016x}-{flags}")
+                if keyring is not None:
+                    keyring.sign(fields, stream)
                 pipe.xadd(stream, fields)
             pipe.execute()
 
@@ -229,18 +240,20 @@ def run_raw_followup(client: redis.Redis, url: str, n: int) -> Result:
 def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
                 breaker: bool = True, idempotent: bool = False,
                 follow_up: bool = False, tracing: bool = False,
-                invalid: bool = False) -> Result:
+                invalid: bool = False, signed: bool = False) -> Result:
     sys.path.insert(0, str(ROOT))
     from queues.keys import HandlerKeys
 
     stream = f"bench-sw-{uuid.uuid4().hex[:8]}"
     target = f"{stream}-out" if follow_up else ""
     keys = HandlerKeys(stream, "bench.noop")
-    _publish(client, stream, n, sampled=0.01 if tracing else None, invalid=invalid)
+    _publish(client, stream, n, sampled=0.01 if tracing else None, invalid=invalid,
+             signed=signed)
     env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
                BENCH_TRACING="1" if tracing else "0",
                BENCH_BREAKER="1" if breaker else "0",
                BENCH_IDEMPOTENT="1" if idempotent else "0", BENCH_FOLLOW_UP_STREAM=target,
+               BENCH_SIGNING_KEY=SIGNING_KEY if signed else "",
                SEAWALL_REDIS_URL=url,
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     log = tempfile.TemporaryFile() if invalid else None
@@ -258,6 +271,9 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
     try:
         seconds, rss, cpu = _time_drain(client, proc, stream, keys.group, n, n,
                                         (lambda: all(c() for c in checks)) if checks else None)
+        if signed and client.xlen(keys.dlq):
+            raise SystemExit(f"{name}: {client.xlen(keys.dlq)} messages were dead-lettered "
+                             "(signatures refused): the run measured the wrong path")
     finally:
         proc.terminate()
         try:
@@ -350,12 +366,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", default="followup",
                         help="extra runs, comma separated: followup (the default), fail10, "
-                             "nobreaker, idempotent, tracing, metrics, invalid; '' for none")
+                             "nobreaker, idempotent, tracing, metrics, invalid, signed; "
+                             "'' for none")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
     extra = {r.strip() for r in args.runs.split(",") if r.strip()}
     unknown = extra - {"metrics", "followup", "fail10", "nobreaker", "idempotent", "tracing",
-                       "invalid"}
+                       "invalid", "signed"}
     if unknown:
         parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
     url, n = args.redis_url, args.n
@@ -384,6 +401,9 @@ def main() -> None:
                                             tracing=True))
     if "metrics" in extra:
         variants.append(lambda: run_seawall_metrics(client, url, n))
+    if "signed" in extra:
+        variants.append(lambda: run_seawall(client, url, n, name="seawall, signed",
+                                            signed=True))
     if "invalid" in extra:
         variants.append(lambda: run_seawall(client, url, n, name="seawall, all invalid",
                                             invalid=True))
