@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from queues import idempotency, outbox, registry_store, streams
-from queues.connection import connect, redact
+from queues.connection import MAX_BLOCK_MS, connect, redact
 from queues.envelope import Envelope
 from workers.app import App
 from workers.handler import HandlerSpec
@@ -247,7 +247,7 @@ class Pool:
         """Fetch until cancelled; if Redis goes away, wait (tenacity's jittered backoff)
         and resume."""
         outages = 0
-        block_ms = int(min(1000.0, consumer.claim_after * 250))
+        block_ms = int(min(MAX_BLOCK_MS, consumer.claim_after * 250))
         claim_every = consumer.claim_after / 2
         next_claim = time.monotonic() + claim_every
         recovered = False

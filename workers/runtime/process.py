@@ -20,7 +20,7 @@ from workers import logs
 from workers.errors import ConfigError
 from workers.loader import load_app
 from workers.observability.reporter import Reporter
-from workers.runtime.pool import Pool, PoolCrashed
+from workers.runtime.pool import Pool, PoolCrashed, apply_clock_offset
 from workers.runtime.signals import StopSignals
 
 
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", choices=("json", "text"),
                         default=os.environ.get("SEAWALL_LOG_FORMAT") or None)
     args = parser.parse_args(argv)
+    apply_clock_offset()
     logs.configure(args.log_level, log_format=args.log_format, pool=args.pool, slot=args.slot)
     try:
         app = load_app(args.app)
