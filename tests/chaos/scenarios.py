@@ -171,8 +171,11 @@ def partition_during_operations(directory: Path) -> Row:
         # Dead letters to replay: the flaky handler rejects everything for a while.
         world.set_flag("reject", True)
         time.sleep(max(3.0, 10 * scale()))
-        world.set_flag("reject", False)
         with world.client() as client:
+            deadline = time.monotonic() + 60
+            while client.xlen(flaky.dlq) < 10 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            world.set_flag("reject", False)
             dead = client.xlen(flaky.dlq)
         row.notes.append(f"{dead} dead letters to replay")
         # Replay through the proxy; cut it off a moment after it starts; run it again
@@ -222,7 +225,7 @@ def partition_during_operations(directory: Path) -> Row:
 def clock_skew(directory: Path) -> Row:
     """Two supervisors of one app, the second with its wall clock 30 s ahead
     (``SEAWALL_CLOCK_OFFSET``): delayed retries scheduled and moved by both, the breaker
-    opened and closed by both (it runs on Redis's clock), sagas with a 60 s deadline
+    opened and closed by both (it runs on Redis's clock), sagas with a 120 s deadline
     checked by both (the skewed one must not expire sagas that are on time)."""
 
     def faults(world: World, row: Row) -> None:
@@ -239,7 +242,7 @@ def clock_skew(directory: Path) -> Row:
     return _run(directory, "two supervisors, one clock +30 s", faults,
                 supervisors=({"SEAWALL_INSTANCE": "a"},
                              {"SEAWALL_INSTANCE": "b", "SEAWALL_CLOCK_OFFSET": "30"}),
-                saga_deadline=60.0)
+                saga_deadline=120.0)
 
 
 SCENARIOS: dict[str, Callable[[Path], Row]] = {

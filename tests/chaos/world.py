@@ -346,11 +346,13 @@ class World:
         return out
 
     def _saga_states(self, client: redis.Redis, count: int) -> dict[int, str]:
-        states = {}
-        for n in range(0, count * SAGA_EVERY, SAGA_EVERY):
-            ledger = saga_store.ledger_sync(client, self.saga.keys, f"s{n}")
-            states[n] = ledger.get("state", "missing")
-        return states
+        numbers = range(0, count * SAGA_EVERY, SAGA_EVERY)
+        with client.pipeline(transaction=False) as pipe:
+            for n in numbers:
+                pipe.hget(self.saga.keys.ledger(f"s{n}"), "state")
+            replies = pipe.execute()
+        return {n: (raw.decode() if raw else "missing")
+                for n, raw in zip(numbers, replies, strict=True)}
 
     def expected(self, short: str) -> set[int]:
         """The messages handler ``short`` must see."""
@@ -363,9 +365,17 @@ class World:
         assert self.producer is not None
         with self.client() as client:
             for short in HANDLERS:
+                keys = self.app.handlers[self.names.handler(short)].keys
+                # (cheap counts first: the sets are only compared once the counts agree)
+                if self.handled(short) + client.xlen(keys.dlq) < len(self.expected(short)):
+                    return False
+            for short in HANDLERS:
                 done = set(self._runs(short)) | self._dead(client, short)
                 if self.expected(short) - done:
                     return False
+            counts = saga_store.counts_sync(client, self.saga.keys)
+            if counts.get("completed", 0) + counts.get("compensated", 0) < self.producer.sagas:
+                return False
             states = self._saga_states(client, self.producer.sagas)
         return all(s in ("completed", "compensated") for s in states.values())
 
