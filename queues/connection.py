@@ -25,9 +25,9 @@ connection error (seawall's own backoff) lands on the new primary.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -48,29 +48,26 @@ def resolve_url(cli_url: str | None = None, app_url: str | None = None) -> str:
     return cli_url or os.environ.get(ENV_VAR) or app_url or DEFAULT_URL
 
 
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&#]*password[^=&#]*=)[^&#]*")
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by ``***`` (user names are kept)."""
+    """The URL with its password replaced by ``***`` (user names are kept), and with the
+    value of every query parameter named like a password (``sentinel_password=``,
+    ``ssl_password=``) too. It works on the text, without parsing the URL, so that a URL
+    too malformed to connect with (a bad port) is still shown without its password, and
+    one with several hosts (``redis+cluster://``, ``redis+sentinel://``) too. The password
+    is whatever stands between the first ``:`` and the last ``@`` before the query."""
+    url = _SECRET_QUERY.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
-    if sep and "+" in scheme:
-        # redis+cluster://, redis+sentinel://: several hosts, which urlsplit cannot read.
-        netloc, slash, tail = rest.partition("/")
-        userinfo, at, hosts = netloc.rpartition("@")
-        if not at or ":" not in userinfo:
-            return url
-        user = userinfo.partition(":")[0]
-        return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid redis url>"
-    if parts.password is None:
+    if not sep:
+        scheme, rest = "", url
+    head, query_sep, query = rest.partition("?")
+    userinfo, at, hosts = head.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{hosts}{query_sep}{query}"
 
 
 def _options(max_connections: int | None) -> dict[str, Any]:
