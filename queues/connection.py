@@ -17,9 +17,9 @@ ASK, and splits a pipeline per node (non-transactional; a ``transaction=True`` p
 accepted only where every key shares one slot, which keys.py's layout guarantees for the
 keys of one stream). It is returned typed as a ``Redis``: seawall's code uses only the
 commands both offer, and every multi-key command and script it sends stays in one slot
-(tests/queues/test_script_slots.py). Behind Sentinel, the client asks the sentinels for the
-primary whenever it connects, so after a failover the reconnect that follows any
-connection error (seawall's own backoff) lands on the new primary.
+(checked by the cluster suite, tests/cluster). Behind Sentinel, the client asks the
+sentinels for the primary whenever it connects, so after a failover the reconnect that
+follows any connection error (seawall's own backoff) lands on the new primary.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ async def dependency(order: Order, ctx: Context) -> None:
     # The "dependency". Every call is counted and logged, with the state the fleet's
     # breaker was in at that moment: "pid time message-id attempt state".
     r = aredis()
-    async with r.pipeline(transaction=True) as pipe:
+    # One MULTI on one Redis; a cluster refuses MULTI across slots, and splits this.
+    async with r.pipeline(transaction=not isinstance(r, aioredis.RedisCluster)) as pipe:
         pipe.incr(PREFIX + "calls")
         pipe.hget({breaker_key!r}, "state")
         pipe.get(PREFIX + "slow")
@@ -160,8 +161,10 @@ class Dependency:
         return out
 
     def calls_and_state(self, stream: str, handler: str) -> tuple[int, str]:
-        """(calls so far, the breaker's state), read atomically (MULTI)."""
-        with self.client.pipeline(transaction=True) as pipe:
+        """(calls so far, the breaker's state), read atomically (MULTI; on a cluster, which
+        refuses MULTI across slots, one after the other)."""
+        with self.client.pipeline(
+                transaction=not isinstance(self.client, redis.RedisCluster)) as pipe:
             pipe.get(self.e2e.key("calls"))
             pipe.hget(breaker_key(stream, handler), "state")
             calls, state = pipe.execute()
