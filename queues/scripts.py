@@ -10,8 +10,8 @@ its scripts); a command that failed that way leaves its message pending, never l
 Modules that own an operation wrap its script in one typed async function; nothing
 dispatches scripts by name at run time.
 
-On a Redis Cluster every script is given keys of one hash slot (keys.py's layout; checked
-for every script by tests/queues/test_script_slots.py), so redis-py routes each EVALSHA to
+On a Redis Cluster every script is given keys of one hash slot (keys.py's layout; the
+cluster suite, tests/cluster, checks every call), so redis-py routes each EVALSHA to
 the node serving that slot, and a pipeline of them is split per node. Scripts are loaded on
 every node, replicas included, so that a replica promoted by a failover already has them
 (if not, NOSCRIPT makes the caller load them again, as after a restart).
