@@ -38,6 +38,11 @@ CONNECTION = ("auth", "hello", "ping", "select")
 0) and for its health checks (PING). ``CLIENT SETINFO`` is left out: redis-py ignores its
 refusal, and Redis before 7.2 does not know it."""
 
+CLUSTER = ("cluster|slots", "cluster|shards", "command")
+"""What redis-py's cluster client sends to learn the slots and where a command's keys are
+(``COMMAND``, and ``COMMAND GETKEYS`` for scripts): read-only metadata, granted always, so
+that one line serves a single Redis and a Redis Cluster."""
+
 CLIENT_COMMANDS = (
     # streams: producing, consuming, recovery, status, dead letters
     "xadd", "xreadgroup", "xack", "xgroup|create", "xautoclaim", "xclaim", "xpending",
@@ -59,7 +64,7 @@ SCRIPT_COMMANDS = (
 """What the Lua scripts call besides :data:`CLIENT_COMMANDS` (Redis checks every command a
 script calls against the caller's ACL, and its keys too)."""
 
-COMMANDS = tuple(dict.fromkeys((*CONNECTION, *CLIENT_COMMANDS, *SCRIPT_COMMANDS)))
+COMMANDS = tuple(dict.fromkeys((*CONNECTION, *CLUSTER, *CLIENT_COMMANDS, *SCRIPT_COMMANDS)))
 """Every command a pool, a supervisor or a ``seawall`` CLI command sends to Redis;
 ``tests/workers/test_acl_rules.py`` checks it against the source of ``queues``."""
 
