@@ -2,17 +2,19 @@
 per handler its stream, pool, group, lag, pending, consumers, delayed retries, dead
 letters and how its messages were settled (the outcome counts); per pool the processes
 whose heartbeat is recent; per saga type (found in the registry by its handlers' streams)
-how many sagas are in each state."""
+how many sagas are in each state. On a Redis Cluster, per handler the node its stream
+lives on."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from queues import outcome_counts, saga_store
 from queues.backlog import handler_backlog_sync
 from queues.breaker_store import read_state_sync
+from queues.connection import is_cluster
 from queues.registry_store import read_heartbeats_sync
 from queues.saga_registry import saga_types
 from workers.registry import HandlerRecord, read_registry_sync
@@ -37,6 +39,9 @@ class HandlerStatus:
     outcomes: dict[str, int] = field(default_factory=dict)
     """Messages settled so far, by kind (every kind of ``queues.outcome_counts.KINDS``,
     0 when never counted)."""
+    node: str | None = None
+    """On a Redis Cluster, the master serving the stream's slot (``host:port``), which
+    holds every key of the handler; None on one Redis."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +119,18 @@ def saga_statuses(client: Any, records: dict[str, HandlerRecord]) -> list[SagaSt
             for name, t in types.items()]
 
 
+def node_of(client: Any, stream: str) -> str | None:
+    """The cluster node serving ``stream``'s slot (``host:port``), or None on one Redis."""
+    if not is_cluster(client):
+        return None
+    node = client.get_node_from_key(stream)
+    return None if node is None else f"{node.host}:{node.port}"
+
+
 def collect(client: Any) -> StatusReport:
     records = read_registry_sync(client)
     counts = outcome_counts.read_sync(client)
-    handlers = [handler_status(client, r, breaker_state(client, r), counts.get(r.name))
+    handlers = [replace(handler_status(client, r, breaker_state(client, r), counts.get(r.name)),
+                        node=node_of(client, r.stream))
                 for r in records.values()]
     return StatusReport(handlers, pool_statuses(client), saga_statuses(client, records))

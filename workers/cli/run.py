@@ -10,7 +10,7 @@ import click
 
 from queues import server_config
 from queues.connection import redact
-from workers import logs
+from workers import cluster_checks, logs
 from workers.cli.common import redis_url_option
 from workers.errors import ConfigError
 from workers.loader import load_app
@@ -84,6 +84,12 @@ def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
     described = ", ".join(f"{p}x{n}" for p, n in slots.items())
     click.echo(f"seawall: running {app.name} pools {described} against {redact(url)}", err=True)
     check_redis(url)
+    try:
+        for warning in cluster_checks.check(url, [(r.name, r.keys) for pool in selected
+                                                  for r in app.records_of(pool)]):
+            log.warning(warning)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     handlers = [HandlerLabels(r.name, r.stream, r.pool, r.breaker is not None)
                 for pool in selected for r in app.records_of(pool)]
     supervisor = Supervisor(app_path, slots, redis_url=url, grace=grace,

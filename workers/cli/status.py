@@ -69,6 +69,10 @@ def render(report: StatusReport, per_second: Rates | None = None) -> str:
              h.breaker or "-", settled(h)] for h in report.handlers]
     header = ["handler", "stream", "pool", "lag", "pending", "retrying", "delayed", "dead",
               "consumers", "breaker", "settled ok/retry/dead"]
+    if any(h.node for h in report.handlers):  # on a Redis Cluster: where each stream lives
+        header.insert(2, "node")
+        for row, h in zip(rows, report.handlers, strict=True):
+            row.insert(2, h.node or "-")
     if per_second is not None:
         header.append("msgs/s ok/retry/dead")
         for row, h in zip(rows, report.handlers, strict=True):
@@ -92,9 +96,10 @@ def render(report: StatusReport, per_second: Rates | None = None) -> str:
               help="Refresh every SECONDS until interrupted.")
 @redis_url_option
 def status(as_json: bool, watch: float | None, redis_url: str | None) -> None:
-    """Per handler: stream, pool, group lag, pending, retries, dead letters, and how many
-    messages were settled (ok / retried / dead-lettered), with --watch also per second;
-    per pool: processes; per saga type: sagas in each state."""
+    """Per handler: stream (on a Redis Cluster, also the node it lives on), pool, group
+    lag, pending, retries, dead letters, and how many messages were settled (ok / retried
+    / dead-lettered), with --watch also per second; per pool: processes; per saga type:
+    sagas in each state."""
     client = sync_client(redis_url)
     last: tuple[StatusReport, float] | None = None
     while True:
