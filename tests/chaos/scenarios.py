@@ -166,6 +166,7 @@ def partition_during_operations(directory: Path) -> Row:
     while sagas compensate (every fourth order saga does, all the time, under the load)."""
 
     def faults(world: World, row: Row) -> None:
+        began = time.monotonic()
         flaky = world.app.handlers[world.names.handler("flaky")].keys
         guarded = world.app.handlers[world.names.handler("guarded")].keys
         # Dead letters to replay: the flaky handler rejects everything for a while.
@@ -191,7 +192,8 @@ def partition_during_operations(directory: Path) -> Row:
                 if client.xlen(flaky.dlq) == 0 or runs >= 20:
                     break
             time.sleep(1.0)
-        row.notes.append(f"dlq replay run {runs} times (last exit {done.returncode})")
+        row.notes.append(f"dlq replay run {runs} times (last exit {done.returncode}), "
+                         f"{time.monotonic() - began:.0f}s in")
         # The breaker: its dependency fails until it opens; partition when it goes
         # half-open and lets its probe through.
         world.set_flag("down", True)
@@ -210,8 +212,9 @@ def partition_during_operations(directory: Path) -> Row:
                     caught = True
                     break
                 time.sleep(0.01)
-        row.notes.append("partition during the half-open probe" if caught
-                         else "the half-open state was not seen")
+        row.notes.append(("partition during the half-open probe" if caught
+                          else "the half-open state was not seen")
+                         + f", {time.monotonic() - began:.0f}s in")
         time.sleep(4.0)
         # Sagas compensate all along: one more partition, under the load.
         world.proxy.partition(3.0)
@@ -225,7 +228,7 @@ def partition_during_operations(directory: Path) -> Row:
 def clock_skew(directory: Path) -> Row:
     """Two supervisors of one app, the second with its wall clock 30 s ahead
     (``SEAWALL_CLOCK_OFFSET``): delayed retries scheduled and moved by both, the breaker
-    opened and closed by both (it runs on Redis's clock), sagas with a 120 s deadline
+    opened and closed by both (it runs on Redis's clock), sagas with a deadline of 120 s or more
     checked by both (the skewed one must not expire sagas that are on time)."""
 
     def faults(world: World, row: Row) -> None:
@@ -242,7 +245,7 @@ def clock_skew(directory: Path) -> Row:
     return _run(directory, "two supervisors, one clock +30 s", faults,
                 supervisors=({"SEAWALL_INSTANCE": "a"},
                              {"SEAWALL_INSTANCE": "b", "SEAWALL_CLOCK_OFFSET": "30"}),
-                saga_deadline=120.0)
+                saga_deadline=max(120.0, 300 * scale()))
 
 
 SCENARIOS: dict[str, Callable[[Path], Row]] = {
