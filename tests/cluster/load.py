@@ -33,11 +33,16 @@ async def work(msg: Msg) -> None:
 
 class Producer(threading.Thread):
     """Publishes messages 0..count-1 to ``stream``; ``published`` holds those Redis
-    confirmed; ``failures`` counts the attempts that failed (and were tried again)."""
+    confirmed; ``failures`` counts the attempts that failed (and were tried again).
 
-    def __init__(self, url: str, stream: str, count: int = MESSAGES, rate: float = RATE
-                 ) -> None:
+    With ``replicas``, a message counts as published only once that many replicas have it
+    (WAIT): a primary killed outright loses what it had not replicated yet, which no
+    failover can bring back; the producer sends such a message again."""
+
+    def __init__(self, url: str, stream: str, count: int = MESSAGES, rate: float = RATE,
+                 *, replicas: int = 0) -> None:
         super().__init__(daemon=True)
+        self.replicas = replicas
         self.client = connect_sync(url, timeout=2.0)
         self.stream, self.count, self.rate = stream, count, rate
         self.published: list[int] = []
@@ -51,18 +56,26 @@ class Producer(threading.Thread):
                 delay = start + n / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                while True:
-                    try:
-                        self.client.xadd(self.stream, {"payload": f'{{"n": {n}}}'})
-                        break
-                    except (redis.RedisError, OSError):
-                        self.failures += 1
-                        time.sleep(0.05)
+                while not self._publish(n):
+                    self.failures += 1
+                    time.sleep(0.05)
                 self.published.append(n)
         except BaseException as exc:  # pragma: no cover - reported by the test
             self.error = exc
         finally:
             self.client.close()
+
+    def _publish(self, n: int) -> bool:
+        try:
+            self.client.xadd(self.stream, {"payload": f'{{"n": {n}}}'})
+            while self.replicas:
+                # (no replica yet after a failover: wait for one rather than send again)
+                if int(self.client.execute_command("WAIT", self.replicas, 1000)) >= \
+                        self.replicas:
+                    break
+        except (redis.RedisError, OSError):
+            return False
+        return True
 
     def finish(self, timeout: float = 120) -> list[int]:
         self.join(timeout)
