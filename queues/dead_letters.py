@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from queues.commit import pack_fields
 from queues.delayed import Fields
 from queues.envelope import ID, PAYLOAD
 from queues.keys import dlq_counts_of
@@ -129,36 +129,119 @@ def dead_letter_fields(
     return out
 
 
-def _pair(name: bytes, value: bytes) -> bytes:
-    return b"%d:%b%d:%b" % (len(name), name, len(value), value)
+_LENGTH = struct.Struct(">I").pack
 
 
-def pack_constant(*, handler: str, stream: str, consumer: str, host: str) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Pairs:
+    """Name/value pairs packed for the scripts (``fields_lib.lua``'s binary packing),
+    without the header: pieces that are put together into one packed argument."""
+
+    count: int
+    body: bytes
+
+    def packed(self) -> bytes:
+        """The pairs as one script argument."""
+        return b"\0" + _LENGTH(self.count) + self.body
+
+
+def _pairs(items: Iterable[tuple[bytes, bytes]]) -> Pairs:
+    body = [_LENGTH(len(name)) + name + _LENGTH(len(value)) + value for name, value in items]
+    return Pairs(len(body), b"".join(body))
+
+
+def pack_pairs(fields: Fields) -> bytes:
+    """``fields`` as one script argument, in ``fields_lib.lua``'s binary packing: a zero
+    byte, the number of pairs (4 bytes, big-endian), then each name and value as a 4-byte
+    length and its bytes (``unpacked`` splits it in one ``struct.unpack`` call)."""
+    return _pairs((_b(k), _b(v)) for k, v in fields.items()).packed()
+
+
+def pack_constant(*, handler: str, stream: str, consumer: str, host: str) -> Pairs:
     """The metadata every dead letter of one handler in one process shares, packed once."""
-    return b"".join(_pair(k.encode(), v.encode("utf-8", "replace")) for k, v in (
+    return _pairs((k.encode(), v.encode("utf-8", "replace")) for k, v in (
         (HANDLER, handler), (STREAM, stream), (CONSUMER, consumer), (HOST, host)))
 
 
 _PREFIX_B = PREFIX.encode()
+_NAMES: dict[bytes, bytes] = {}
+"""A message field's name -> its packed form (b"" for a stale ``dlq_*`` name, dropped):
+the names of a stream's messages are few and the same from one message to the next."""
+_NAMES_KEPT = 4096
 
 
-def pack_dead_letter(original_fields: Mapping[bytes, bytes], constant: bytes, *,
+def _packed_name(name: bytes) -> bytes:
+    packed = b"" if name.startswith(_PREFIX_B) else _LENGTH(len(name)) + name
+    if len(_NAMES) < _NAMES_KEPT:
+        _NAMES[name] = packed
+    return packed
+
+
+def _name(name: str) -> bytes:
+    return _LENGTH(len(name)) + name.encode()
+
+
+_ENTRY_ID_B, _ATTEMPTS_B = _name(ENTRY_ID), _name(ATTEMPTS)
+_FIRST_FAILED_AT_B, _FAILED_AT_B = _name(FIRST_FAILED_AT), _name(FAILED_AT)
+
+
+def _own(original_fields: Mapping[bytes, bytes], origin_entry_id: str, attempts: int,
+         first_failed_at_ms: int | None, failed_at_ms: int) -> Pairs:
+    """A dead letter's fields of its own: the original ones (stale ``dlq_*`` dropped), the
+    entry id of origin, attempts and times."""
+    names = _NAMES
+    parts: list[bytes] = []
+    for name, value in original_fields.items():
+        packed = names.get(name)
+        if packed is None:
+            packed = _packed_name(name)
+        if packed:
+            parts += (packed, _LENGTH(len(value)), value)
+    origin = origin_entry_id.encode()
+    tried = b"%d" % attempts
+    failed = b"%d" % failed_at_ms
+    first = failed if first_failed_at_ms is None else b"%d" % first_failed_at_ms
+    parts += (_ENTRY_ID_B, _LENGTH(len(origin)), origin, _ATTEMPTS_B, _LENGTH(len(tried)),
+              tried, _FIRST_FAILED_AT_B, _LENGTH(len(first)), first, _FAILED_AT_B,
+              _LENGTH(len(failed)), failed)
+    return Pairs(len(parts) // 3, b"".join(parts))
+
+
+def pack_letter(original_fields: Mapping[bytes, bytes], *, origin_entry_id: str,
+                attempts: int, first_failed_at_ms: int | None, failed_at_ms: int) -> bytes:
+    """A dead letter's own fields, packed for ``dead_letter.lua``: the original ones (any
+    stale ``dlq_*`` dropped), ``dlq_entry_id``, ``dlq_attempts``, ``dlq_first_failed_at``
+    and ``dlq_failed_at``; the rest comes from its shared part (:func:`pack_failure`)."""
+    return _own(original_fields, origin_entry_id, attempts, first_failed_at_ms,
+                failed_at_ms).packed()
+
+
+def _failure(constant: Pairs, error_type: str, error: str, traceback: str,
+             reason: str) -> Pairs:
+    failure = _pairs((name.encode(), value.encode("utf-8", "replace")) for name, value in (
+        (ERROR_TYPE, error_type), (ERROR, _head(error, ERROR_LIMIT)),
+        (TRACEBACK, _tail(traceback, TRACEBACK_LIMIT)), (REASON, reason)))
+    return Pairs(constant.count + failure.count, constant.body + failure.body)
+
+
+def pack_failure(constant: Pairs, *, error_type: str, error: str, traceback: str,
+                 reason: str) -> bytes:
+    """The part of a dead letter that every message failing the same way in the same
+    handler shares: ``constant`` (:func:`pack_constant`), the error type, message (its
+    head), traceback (its tail) and reason, packed once for as many dead letters."""
+    return _failure(constant, error_type, error, traceback, reason).packed()
+
+
+def pack_dead_letter(original_fields: Mapping[bytes, bytes], constant: Pairs, *,
                      origin_entry_id: str, attempts: int, error_type: str, error: str,
                      traceback: str, first_failed_at_ms: int | None, failed_at_ms: int,
                      reason: str) -> bytes:
-    """:func:`dead_letter_fields`, packed for ``dead_letter.lua`` (``queues.commit.
-    pack_fields``' format) without building the dict: the same fields, made at the speed a
-    flood of dead letters needs. ``constant`` comes from :func:`pack_constant`."""
-    parts = [_pair(k, v) for k, v in original_fields.items() if not k.startswith(_PREFIX_B)]
-    parts.append(constant)
-    for name, value in (
-            (ENTRY_ID, origin_entry_id), (ATTEMPTS, str(attempts)), (ERROR_TYPE, error_type),
-            (ERROR, _head(error, ERROR_LIMIT)), (TRACEBACK, _tail(traceback, TRACEBACK_LIMIT)),
-            (FIRST_FAILED_AT, str(first_failed_at_ms if first_failed_at_ms is not None
-                                  else failed_at_ms)),
-            (FAILED_AT, str(failed_at_ms)), (REASON, reason)):
-        parts.append(_pair(name.encode(), value.encode("utf-8", "replace")))
-    return b"".join(parts)
+    """:func:`dead_letter_fields`, packed whole (``fields_lib.lua``'s binary packing)
+    without building the dict, for a script that takes one packed dead letter (the saga
+    scripts). ``constant`` comes from :func:`pack_constant`."""
+    own = _own(original_fields, origin_entry_id, attempts, first_failed_at_ms, failed_at_ms)
+    rest = _failure(constant, error_type, error, traceback, reason)
+    return Pairs(own.count + rest.count, own.body + rest.body).packed()
 
 
 async def dead_letter(
@@ -179,8 +262,7 @@ async def dead_letter(
     the script is only queued and this returns True; ``execute()``'s reply holds the new
     dead letter's id, or None.
     """
-    packed = pack_fields({_b(k): _b(v) for k, v in fields.items()})
-    args: list[Any] = [group, "1" if drop_source else "0", entry_id, packed]
+    args: list[Any] = [group, "1" if drop_source else "0", 0, entry_id, 0, pack_pairs(fields)]
     reply = await _DEAD_LETTER(client_or_pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)],
                                args)
     if isinstance(reply, Pipeline):
@@ -189,13 +271,23 @@ async def dead_letter(
 
 
 def queue_dead_letters(pipe: Any, *, source_stream: str, group: str, dlq_key: str,
-                       letters: list[tuple[str, bytes]], drop_source: bool = False) -> None:
-    """Add one ``dead_letter.lua`` call for a batch to ``pipe``: (entry id, the dead
-    letter's fields packed with ``queues.commit.pack_fields``) per entry."""
-    args: list[Any] = [group, "1" if drop_source else "0"]
-    for entry_id, packed in letters:
-        args += [entry_id, packed]
-    _DEAD_LETTER.queue(pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)], args)
+                       letters: Iterable[tuple[str, bytes, bytes]],
+                       drop_source: bool = False) -> None:
+    """Add one ``dead_letter.lua`` call for a batch to ``pipe``: per entry (entry id, its
+    shared part (:func:`pack_failure`, b"" for none), its own fields (:func:`pack_letter`,
+    or every field with :func:`pack_pairs`)). A shared part is sent once per batch however
+    many entries have it (equal parts are recognised: cache them to make that cheap)."""
+    shared: dict[bytes, int] = {}
+    entries: list[Any] = []
+    for entry_id, common, own in letters:
+        number = 0
+        if common:
+            number = shared.get(common, 0)
+            if not number:
+                number = shared[common] = len(shared) + 1
+        entries += (entry_id, number, own)
+    _DEAD_LETTER.queue(pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)],
+                       [group, "1" if drop_source else "0", len(shared), *shared, *entries])
 
 
 def _b(value: bytes | str) -> bytes:
@@ -471,6 +563,7 @@ async def count_by_error_type(
 __all__ = [
     "METADATA_FIELDS",
     "DeadLetter",
+    "Pairs",
     "check_entry_id",
     "count_by_error_type",
     "count_dead_letters",
@@ -479,8 +572,14 @@ __all__ = [
     "get_dead_letter",
     "iter_dead_letters",
     "list_dead_letters",
+    "pack_constant",
+    "pack_dead_letter",
+    "pack_failure",
+    "pack_letter",
+    "pack_pairs",
     "parse_dead_letter",
     "purge",
+    "queue_dead_letters",
     "rebuild_counts",
     "replay",
     "stored_counts",

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from queues.envelope import EnvelopeError
 from workers.errors import ConfigError, NonRetryable, Retry
+from workers.validation_errors import describe
 
 StopStrategy = Callable[[tenacity.RetryCallState], bool]
 WaitStrategy = Callable[[tenacity.RetryCallState], float]
@@ -120,6 +121,9 @@ class GiveUp:
 
 Decision = RetryIn | GiveUp
 
+_UNDECODABLE = GiveUp("undecodable payload: not valid JSON")
+_INVALID = GiveUp("invalid payload: validation failed")
+
 
 def call_state(
     policy: RetryPolicy,
@@ -162,10 +166,7 @@ def decide(
     if isinstance(error, NonRetryable):
         return GiveUp(f"non-retryable: {type(error).__name__}")
     if isinstance(error, ValidationError):
-        if any(e["type"] == "json_invalid" for e in error.errors(
-                include_url=False, include_context=False, include_input=False)):
-            return GiveUp("undecodable payload: not valid JSON")
-        return GiveUp("invalid payload: validation failed")
+        return _UNDECODABLE if describe(error).undecodable else _INVALID
     if isinstance(error, EnvelopeError):
         return GiveUp("invalid message: not a seawall envelope")
 

@@ -1,29 +1,73 @@
 -- fields_lib: unpacking a stream entry's fields sent as one argument, and counting the
 -- dead letters by error type (queues/scripts.py puts this file in front of the
 -- scripts that need it: commit, relay, dead_letter, replay, purge and every saga script).
--- queues.commit.pack_fields packs the fields as "<len>:<bytes>" for each name and value in
--- turn: one argument per entry is far cheaper for the client to send
--- than two per field.
+-- One argument per entry is far cheaper for the client to send than two per field. Two
+-- packings, told apart by their first byte:
+-- * text (queues.commit.pack_fields): "<len>:<bytes>" for each name and value in turn;
+-- * binary (queues.dead_letters.pack_pairs): a zero byte, the number of name/value pairs
+--   (4 bytes, big-endian), then each name and value as a 4-byte big-endian length and its
+--   bytes. struct.unpack splits a whole entry in one call: a dead letter's twenty-odd
+--   fields cost a fraction of what the text packing's find/sub per field costs.
+local BINARY_CHUNK = 200
+local binary_formats = {}
+
+-- The struct format of `pairs_` name/value pairs (made once per count).
+local function binary_format(pairs_)
+  local format = binary_formats[pairs_]
+  if format == nil then
+    format = '>' .. string.rep('I4c0', pairs_ * 2)
+    binary_formats[pairs_] = format
+  end
+  return format
+end
+
 local function unpacked(packed)
-  local fields, at, size = {}, 1, #packed
+  if string.byte(packed, 1) == 0 then
+    local left = struct.unpack('>I4', packed, 2)
+    if left <= BINARY_CHUNK then
+      local fields = {struct.unpack(binary_format(left), packed, 6)}
+      fields[left * 2 + 1] = nil  -- (struct.unpack's last value: the position after)
+      return fields
+    end
+    -- (in chunks: one call returning thousands of values would overflow Lua's stack)
+    local fields, n, at = {}, 0, 6
+    while left > 0 do
+      local step = math.min(left, BINARY_CHUNK)
+      local chunk = {struct.unpack(binary_format(step), packed, at)}
+      at = chunk[step * 2 + 1]
+      for k = 1, step * 2 do
+        fields[n + k] = chunk[k]
+      end
+      n = n + step * 2
+      left = left - step
+    end
+    return fields
+  end
+  local fields, n, at, size = {}, 0, 1, #packed
   while at <= size do
     local colon = string.find(packed, ':', at, true)
-    local length = tonumber(string.sub(packed, at, colon - 1))
-    fields[#fields + 1] = string.sub(packed, colon + 1, colon + length)
-    at = colon + length + 1
+    local stop = colon + tonumber(string.sub(packed, at, colon - 1))
+    n = n + 1
+    fields[n] = string.sub(packed, colon + 1, stop)
+    at = stop + 1
   end
   return fields
 end
 
--- The error type a dead letter's fields (unpacked, or as XRANGE returns them) name, "?"
--- if none: the field of its count in seawall:{stream}:dlq-counts:<handler>.
-local function error_type_of(fields)
+-- The error type the fields (unpacked, or as XRANGE returns them) name, nil if none.
+local function error_type_field(fields)
   for f = 1, #fields, 2 do
     if fields[f] == 'dlq_error_type' then
       return fields[f + 1] ~= '' and fields[f + 1] or '?'
     end
   end
-  return '?'
+  return nil
+end
+
+-- The error type a dead letter's fields name, "?" if none: the field of its count in
+-- seawall:{stream}:dlq-counts:<handler>.
+local function error_type_of(fields)
+  return error_type_field(fields) or '?'
 end
 
 -- A dead letter with these fields was added to the stream whose counts are `counts`.

@@ -96,6 +96,62 @@ async def test_dead_letter_acks_and_appends_in_one_step(aredis: aioredis.Redis, 
     assert letter.payload_json() == {"i": 0}
 
 
+async def test_a_batch_puts_shared_parts_and_own_fields_together(
+    aredis: aioredis.Redis, uid: str
+) -> None:
+    from queues import scripts
+    from queues.commit import pack_fields
+    from queues.dead_letters import (
+        pack_constant,
+        pack_failure,
+        pack_letter,
+        pack_pairs,
+        queue_dead_letters,
+    )
+
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    wide = {f"x-{i}": f"v{i}" for i in range(300)}  # (unpacked in chunks)
+    envs = [*await _deliver(aredis, keys, 4), *await _deliver(aredis, keys, 1, extra=wide)]
+    await aredis.xack(keys.stream, keys.group, envs[3].entry_id)
+    constant = pack_constant(handler="billing.charge", stream="orders",
+                             consumer="host-1:123:0", host="host-1")
+    shared = {kind: pack_failure(constant, error_type=kind, error="bad",
+                                 traceback="Traceback...\nValueError: bad",
+                                 reason="attempts exhausted")
+              for kind in ("ValueError", "KeyError")}
+
+    def own(env: Envelope) -> bytes:
+        return pack_letter(env.fields, origin_entry_id=env.origin_entry_id, attempts=3,
+                           first_failed_at_ms=NOW - 60_000, failed_at_ms=NOW)
+
+    # Given one batch: two letters sharing a part, one with a part of its own, one whose
+    # entry was acked meanwhile, and one packed whole (the text packing) with 300 fields,
+    letters = [
+        (envs[0].entry_id, shared["ValueError"], own(envs[0])),
+        (envs[1].entry_id, shared["KeyError"], own(envs[1])),
+        (envs[2].entry_id, shared["ValueError"], own(envs[2])),
+        (envs[3].entry_id, b"", pack_pairs(_fields(envs[3]))),
+        (envs[4].entry_id, b"", pack_fields(_fields(envs[4], error_type="OSError"))),
+    ]
+    await scripts.load_all(aredis)
+    pipe = aredis.pipeline(transaction=False)
+    queue_dead_letters(pipe, source_stream=keys.stream, group=keys.group, dlq_key=keys.dlq,
+                       letters=letters)
+    [reply] = await pipe.execute()
+
+    # then every pending one is a dead letter with all its fields, in the batch's order,
+    assert [r is not None for r in reply] == [True, True, True, False, True]
+    raw = await aredis.xrange(keys.dlq)
+    assert [dict(f) for _, f in raw] == [
+        _fields(envs[0]), _fields(envs[1], error_type="KeyError"), _fields(envs[2]),
+        _fields(envs[4], error_type="OSError")]
+    assert len(raw[3][1]) == 300 + 3 + len(METADATA_FIELDS)
+    # counted by error type, and nothing is left pending.
+    assert await aredis.hgetall(keys.dlq_counts) == {
+        b"ValueError": b"2", b"KeyError": b"1", b"OSError": b"1"}
+    assert (await aredis.xpending(keys.stream, keys.group))["pending"] == 0
+
+
 async def test_dead_letter_refuses_an_entry_already_acked(aredis: aioredis.Redis, uid: str) -> None:
     keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
     [env] = await _deliver(aredis, keys)
@@ -239,9 +295,27 @@ def test_an_entry_without_metadata_parses_as_empty_not_an_error() -> None:
     assert letter.to_dict()["payload"] == "not json"
 
 
+def _binary_pairs(blob: bytes) -> dict[bytes, bytes]:
+    """fields_lib.lua's binary packing read back: a zero byte, the number of pairs, then
+    each name and value as a 4-byte big-endian length and its bytes."""
+    assert blob[0] == 0
+    count, at, values = int.from_bytes(blob[1:5], "big"), 5, []
+    for _ in range(count * 2):
+        length = int.from_bytes(blob[at:at + 4], "big")
+        values.append(blob[at + 4:at + 4 + length])
+        at += 4 + length
+    assert at == len(blob)
+    return dict(zip(values[::2], values[1::2], strict=True))
+
+
 def test_a_packed_dead_letter_holds_the_same_fields_as_the_dict() -> None:
-    from queues.commit import pack_fields
-    from queues.dead_letters import pack_constant, pack_dead_letter
+    from queues.dead_letters import (
+        pack_constant,
+        pack_dead_letter,
+        pack_failure,
+        pack_letter,
+        pack_pairs,
+    )
 
     original = {b"payload": b'{"n": 1}', b"id": b"m1", b"dlq_error": b"stale"}
     common = {"handler": "billing.charge", "stream": "orders", "consumer": "c1", "host": "h"}
@@ -249,18 +323,17 @@ def test_a_packed_dead_letter_holds_the_same_fields_as_the_dict() -> None:
            "error": "bad \u2713", "traceback": "Traceback...", "first_failed_at_ms": None,
            "failed_at_ms": 1700, "reason": "attempts exhausted"}
     expected = dead_letter_fields(original, **common, **per)
+    constant = pack_constant(**common)
 
-    packed = pack_dead_letter(original, pack_constant(**common), **per)
+    # packed whole (the saga scripts' dead letters),
+    whole = pack_dead_letter(original, constant, **per)
+    # and in two parts, the one every message failing alike shares and the message's own
+    # (dead_letter.lua puts them together),
+    shared = pack_failure(constant, error_type="ValueError", error="bad \u2713",
+                          traceback="Traceback...", reason="attempts exhausted")
+    own = pack_letter(original, origin_entry_id="1-0", attempts=3, first_failed_at_ms=None,
+                      failed_at_ms=1700)
 
-    def pairs(blob: bytes) -> dict[bytes, bytes]:
-        out, at, values = {}, 0, []
-        while at < len(blob):
-            colon = blob.index(b":", at)
-            length = int(blob[at:colon])
-            values.append(blob[colon + 1:colon + 1 + length])
-            at = colon + 1 + length
-        for name, value in zip(values[::2], values[1::2], strict=True):
-            out[name] = value
-        return out
-
-    assert pairs(packed) == expected == pairs(pack_fields(expected))
+    assert _binary_pairs(whole) == expected == _binary_pairs(pack_pairs(expected))
+    assert {**_binary_pairs(own), **_binary_pairs(shared)} == expected
+    assert not set(_binary_pairs(own)) & set(_binary_pairs(shared))

@@ -24,6 +24,8 @@ from queues.dead_letters import (
     _DEAD_LETTER,
     pack_constant,
     pack_dead_letter,
+    pack_failure,
+    pack_letter,
     purge,
     queue_dead_letters,
     replay,
@@ -61,6 +63,9 @@ def seed(client: redis.Redis, rec: HandlerRecord, error_types: list[str],
         if "BUSYGROUP" not in str(exc):
             raise
     constant = pack_constant(handler=rec.name, stream=rec.stream, consumer="c1", host="h")
+    failure = {error_type: pack_failure(constant, error_type=error_type, error="boom",
+                                        traceback="Traceback: ...", reason="attempts exhausted")
+               for error_type in set(error_types)}
     for start in range(0, len(error_types), 20_000):
         part = error_types[start : start + 20_000]
         pipe = client.pipeline(transaction=False)
@@ -72,13 +77,19 @@ def seed(client: redis.Redis, rec: HandlerRecord, error_types: list[str],
         assert len(entries) == len(part)
         pipe = client.pipeline(transaction=False)
         for b in range(0, len(part), batch):
+            # as the runtime sends them: a part shared by the letters of each error type,
+            # and some packed whole, with no shared part
             letters = [
-                (eid.decode(), pack_dead_letter(
+                (eid.decode(), b"", pack_dead_letter(
                     fields, constant, origin_entry_id=eid.decode(), attempts=3,
                     error_type=error_type, error="boom", traceback="Traceback: ...",
                     first_failed_at_ms=None, failed_at_ms=1, reason="attempts exhausted"))
-                for (eid, fields), error_type in zip(entries[b : b + batch],
-                                                     part[b : b + batch], strict=True)]
+                if i % 5 == 0 else
+                (eid.decode(), failure[error_type], pack_letter(
+                    fields, origin_entry_id=eid.decode(), attempts=3, first_failed_at_ms=None,
+                    failed_at_ms=1))
+                for i, ((eid, fields), error_type) in enumerate(zip(
+                    entries[b : b + batch], part[b : b + batch], strict=True))]
             queue_dead_letters(pipe, source_stream=keys.stream, group=keys.group,
                                dlq_key=keys.dlq, letters=letters)
         pipe.execute()

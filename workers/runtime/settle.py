@@ -24,11 +24,15 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from queues.commit import Pending
 from queues.dead_letters import (
     dead_letter_fields,
     pack_constant,
     pack_dead_letter,
+    pack_failure,
+    pack_letter,
     queue_dead_letters,
 )
 from queues.delayed import retry_fields, schedule_retry
@@ -38,6 +42,7 @@ from workers.middleware import Call
 from workers.outcome import Kind, Outcome
 from workers.plugin import HandlerPlugin
 from workers.runtime.acker import AckBatcher
+from workers.validation_errors import describe
 
 log = logging.getLogger("seawall.settle")
 HOST = socket.gethostname()
@@ -47,6 +52,9 @@ FULL_LINES = 5
 only counted."""
 SUMMARY_EVERY = 10.0
 """Seconds between the summary lines of a failure that keeps happening."""
+FAILURES_KEPT = 256
+"""Distinct failures (error type, text, where raised, reason) whose packed part of a
+dead letter one handler keeps, made once and sent for every message that fails alike."""
 
 
 class FailureLog:
@@ -98,34 +106,53 @@ def _exception_line(error: BaseException, text: str) -> str:
     return f"{name}: {text}\n" if text else f"{name}\n"
 
 
+def raised_at(error: BaseException) -> tuple[Any, ...] | None:
+    """Where ``error`` was raised from, as a key: its type and each frame's code and line
+    (cheap: ``extract_tb`` would read source lines); None for a chained or annotated
+    error, whose traceback says more than where it was raised."""
+    if (error.__cause__ is not None or error.__context__ is not None
+            or getattr(error, "__notes__", None)):
+        return None
+    key: list[Any] = [type(error)]
+    tb = error.__traceback__
+    while tb is not None:
+        key.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    return tuple(key)
+
+
 def formatted_traceback(error: BaseException, text: str | None = None) -> str:
     """The error's traceback as text. The stack part is formatted once per distinct place
     it was raised from (a flood of invalid payloads all fail in the same place); only the
     exception's own lines are formatted each time."""
-    key: list[Any] = [type(error)]
-    tb = error.__traceback__
-    while tb is not None:  # (cheap: extract_tb would read source lines for every call)
-        key.append((tb.tb_frame.f_code, tb.tb_lineno))
-        tb = tb.tb_next
-    stack = _STACKS.get(tuple(key))
+    key = raised_at(error)
+    if key is None:
+        return "".join(traceback.format_exception(error))  # chained or noted: rare, whole
+    stack = _STACKS.get(key)
     if stack is None:
         frames = traceback.extract_tb(error.__traceback__)
         stack = "".join(["Traceback (most recent call last):\n",
                          *traceback.format_list(frames)]) if frames else ""
         if len(_STACKS) < 1000:
-            _STACKS[tuple(key)] = stack
-    if (error.__cause__ is not None or error.__context__ is not None
-            or getattr(error, "__notes__", None)):
-        return "".join(traceback.format_exception(error))  # chained or noted: rare, whole
+            _STACKS[key] = stack
     return stack + _exception_line(error, str(error) if text is None else text)
+
+
+def error_text(error: BaseException) -> str:
+    """What a dead letter says the error was: its ``str``; for a payload's validation
+    error, the field errors without their inputs (the payload is in the dead letter), made
+    once per shape (``workers.validation_errors``)."""
+    if isinstance(error, ValidationError):
+        return describe(error).text
+    return str(error)
 
 
 class Settler:
     """Turns one handler's outcomes into operations on the ack pipeline."""
 
-    __slots__ = ("_constant", "_consumer", "_failures", "_handler", "_idempotent",
-                 "_observed", "_plugin", "_retry_due", "_stream", "acker", "group", "keys",
-                 "marker_ttl")
+    __slots__ = ("_batches", "_constant", "_consumer", "_failures", "_handler",
+                 "_idempotent", "_observed", "_packed_failures", "_plugin", "_retry_due",
+                 "_stream", "acker", "group", "keys", "marker_ttl")
 
     def __init__(self, *, handler: str, stream: str, keys: HandlerKeys, consumer: str,
                  acker: AckBatcher, idempotent: bool, marker_ttl: float,
@@ -145,6 +172,10 @@ class Settler:
         self._retry_due = retry_due
         """Told when a retry or a park is due, so the handler's mover looks by then."""
         self._observed = acker.observed
+        self._packed_failures: dict[tuple[Any, ...], bytes] = {}
+        """(where raised, text, reason) -> the dead letters' shared part (pack_failure)."""
+        self._batches: dict[str, tuple[tuple[str, str, str], Any]] = {}
+        """Source stream -> its dead letters' batch key and queueing function."""
 
     def settle(self, call: Call, outcome: Outcome) -> None:
         """Queue what ``outcome`` means for ``call``'s message; never raises."""
@@ -215,7 +246,7 @@ class Settler:
         now_ms = int(time.time() * 1000)
         error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
         first = envelope.first_failed_at_ms
-        text = str(error)
+        text = error_text(error)
         return dead_letter_fields(
             envelope.fields, handler=self._handler, stream=self._stream,
             origin_entry_id=envelope.origin_entry_id, attempts=envelope.attempt,
@@ -230,7 +261,7 @@ class Settler:
         now_ms = int(time.time() * 1000)
         error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
         first = envelope.first_failed_at_ms
-        text = str(error)
+        text = error_text(error)
         return pack_dead_letter(
             envelope.fields, self._constant, origin_entry_id=envelope.origin_entry_id,
             attempts=envelope.attempt, error_type=type(error).__name__, error=text,
@@ -243,14 +274,44 @@ class Settler:
             **self._describe(envelope), "reason": outcome.reason,
             "error_type": outcome.error_type, "error": str(outcome.error)[:500]})
 
-    def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
-        packed = self.packed_dead_letter(envelope, outcome)
-        source, keys = envelope.source, self.keys
-        drop = source == keys.retry
+    def packed_failure(self, outcome: Outcome) -> bytes:
+        """The part of ``outcome``'s dead letter that every message failing the same way
+        shares (handler, host, error, traceback, reason: :func:`~queues.dead_letters.
+        pack_failure`), made once per (where raised, text, reason): a flood of one failure
+        formats and packs it once."""
+        error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
+        text = error_text(error)
+        where = raised_at(error)
+        key = (where, text, outcome.reason) if where is not None else None
+        packed = self._packed_failures.get(key) if key is not None else None
+        if packed is None:
+            packed = pack_failure(self._constant, error_type=type(error).__name__, error=text,
+                                  traceback=formatted_traceback(error, text),
+                                  reason=outcome.reason)
+            if key is not None and len(self._packed_failures) < FAILURES_KEPT:
+                self._packed_failures[key] = packed
+        return packed
 
-        def queue(pipe: Any, letters: list[tuple[str, bytes]]) -> None:
-            queue_dead_letters(pipe, source_stream=source, group=self.group, dlq_key=keys.dlq,
+    def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
+        source = envelope.source
+        batch = self._batches.get(source)
+        if batch is None:
+            batch = self._batches[source] = self._batch_of(source)
+        own = pack_letter(envelope.fields, origin_entry_id=envelope.origin_entry_id,
+                          attempts=envelope.attempt,
+                          first_failed_at_ms=envelope.first_failed_at_ms,
+                          failed_at_ms=int(time.time() * 1000))
+        self.acker.batch(batch[0], (envelope.entry_id, self.packed_failure(outcome), own),
+                         batch[1])
+        self.log_dead_letter(envelope, outcome)
+
+    def _batch_of(self, source: str) -> tuple[tuple[str, str, str], Any]:
+        """The batch key of dead letters from ``source`` and the function that queues a
+        batch of them (one ``dead_letter.lua`` call)."""
+        group, dlq, drop = self.group, self.keys.dlq, source == self.keys.retry
+
+        def queue(pipe: Any, letters: list[tuple[str, bytes, bytes]]) -> None:
+            queue_dead_letters(pipe, source_stream=source, group=group, dlq_key=dlq,
                                letters=letters, drop_source=drop)
 
-        self.acker.batch(("dead-letter", source, keys.dlq), (envelope.entry_id, packed), queue)
-        self.log_dead_letter(envelope, outcome)
+        return ("dead-letter", source, dlq), queue

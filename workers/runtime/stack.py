@@ -104,7 +104,14 @@ class Invoke:
             return Outcome.ok(call.take_staged())
         call.duration = time.monotonic() - started
         call.take_staged()
-        return failure_outcome(self._policy, call.envelope, error, time.time())
+        try:
+            return failure_outcome(self._policy, call.envelope, error, time.time())
+        finally:
+            # This frame is in the error's traceback: a local still holding the error (or
+            # its outcome) when it returns would make a cycle (error -> traceback -> frame
+            # -> error) that only the garbage collector frees: in a flood of failures,
+            # collections would cost more than the rest of the failure path.
+            del error
 
 
 class IdempotencyLayer:
