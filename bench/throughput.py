@@ -6,6 +6,7 @@ from outside: from the first entry read (the group's ``entries-read`` moves) unt
 has no lag and nothing pending. Process start-up is thus left out of both.
 
     python bench/throughput.py [--n 20000] [--rounds 3]
+    python bench/throughput.py --cluster [--n 30000] [--rounds 3]   (bench/cluster_throughput.py)
                                [--runs followup,fail10,nobreaker,idempotent,tracing,metrics,signed]
 
 ``--runs`` picks the extra runs (default: ``followup``; ``--runs ''`` for none).
@@ -358,6 +359,12 @@ def run_seawall_metrics(client: redis.Redis, url: str, n: int) -> Result:
 
 
 def main() -> None:
+    if "--cluster" in sys.argv[1:]:
+        # The same comparison on a Redis Cluster, one consumer process per master.
+        from cluster_throughput import main as cluster_main
+
+        cluster_main([a for a in sys.argv[1:] if a != "--cluster"])
+        return
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
