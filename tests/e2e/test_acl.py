@@ -149,8 +149,8 @@ def test_the_whole_flow_runs_as_the_least_privileged_user(world: E2E, server: Ow
     run = world._start([sys.executable, "-m", "workers", "run", app_path, "--redis-url", url,
                         "--metrics-port", str(free_port()), "--log-format", "text"], "run",
                        None)
-    world.wait_pool_ready("default")
-    world.wait_pool_ready("sagas")
+    world.wait_pool_ready("default", timeout=60)
+    world.wait_pool_ready("sagas", timeout=60)
     producer = App(f"{world.app_name}p", redis_url=url)
     try:
         producer.publish_many(stream, ({"n": n} for n in range(30)))
@@ -159,7 +159,7 @@ def test_the_whole_flow_runs_as_the_least_privileged_user(world: E2E, server: Ow
         keys = HandlerKeys(stream, work)
         failing = {n for n in range(30) if n % 10 == 7}
         wait_until(lambda: set(hash_counts(admin, world.key("work"))) == set(range(30)) - failing
-                   and admin.xlen(keys.dlq) == len(failing), timeout=30,
+                   and admin.xlen(keys.dlq) == len(failing), timeout=60,
                    what="handled and dead-lettered", details=world.all_logs)
 
         # replayed from the CLI,
@@ -167,11 +167,11 @@ def test_the_whole_flow_runs_as_the_least_privileged_user(world: E2E, server: Ow
         assert "replayed 3 dead letter(s)" in ok(cli(world, url, "dlq", "replay", "--handler",
                                                      work, "--all", "--yes"))
         wait_until(lambda: set(hash_counts(admin, world.key("work"))) == set(range(30)),
-                   timeout=30, what="the replayed messages", details=world.all_logs)
+                   timeout=60, what="the replayed messages", details=world.all_logs)
 
         # stopped by a breaker an operator opens, and resumed when it is closed,
         ok(cli(world, url, "breaker", "open", work))
-        time.sleep(3)  # every consumer hears of it within a second or two
+        time.sleep(4)  # every consumer hears of it within a second or two
         producer.publish_many(stream, ({"n": n} for n in range(100, 105)))
         time.sleep(2)
         assert not set(hash_counts(admin, world.key("work"))) & set(range(100, 105))
@@ -179,13 +179,13 @@ def test_the_whole_flow_runs_as_the_least_privileged_user(world: E2E, server: Ow
         ok(cli(world, url, "breaker", "close", work))
         everything = set(range(30)) | set(range(100, 105))
         wait_until(lambda: set(hash_counts(admin, world.key("audit"))) == everything,
-                   timeout=30, what="the messages held by the breaker", details=world.all_logs)
+                   timeout=60, what="the messages held by the breaker", details=world.all_logs)
 
         # and sagas complete or compensate, operated from the CLI,
         checkout = twin(producer, saga_name, saga_streams)
         assert checkout.start_sync(CheckoutOrder(n=1), saga_id="s-ok")
         assert checkout.start_sync(CheckoutOrder(n=2, abort_at="reserve"), saga_id="s-abort")
-        wait_until(lambda: admin.llen(world.key("outcomes")) == 2, timeout=30,
+        wait_until(lambda: admin.llen(world.key("outcomes")) == 2, timeout=60,
                    what="both sagas to finish", details=world.all_logs)
         outcomes = {o.decode() for o in admin.lrange(world.key("outcomes"), 0, -1)}
         assert outcomes == {"s-ok completed", "s-abort compensated"}

@@ -57,7 +57,7 @@ def test_seawall_run_warns_and_starts(tmp_path: Path, uid: str) -> None:
             app_path = world.write_app(
                 f"@app.handler('orders-{uid}')\nasync def handle(msg: Msg) -> None: ...\n")
             run = world.run(app_path, "--log-format", "text")
-            world.wait_pool_ready("default")
+            world.wait_pool_ready("default", timeout=60)
             run.signal(signal.SIGTERM)
             assert run.wait(60) == 0, run.logs()
         finally:

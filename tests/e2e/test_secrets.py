@@ -91,8 +91,8 @@ def test_the_password_never_shows(tmp_path: Path, uid: str, server: OwnRedis) ->
         run = world._start([sys.executable, "-m", "workers", "run", app_path, "--metrics-port",
                             str(port), "--log-format", "json", "--log-level", "DEBUG"], "run",
                            {ENV_VAR: url})
-        world.wait_pool_ready("default")
-        pools = run.wait_children(1)
+        world.wait_pool_ready("default", timeout=60)
+        pools = run.wait_children(1, timeout=60)
         for pid in [run.pid, *pools]:
             said[f"cmdline {pid}"] = cmdline(pid)
         producer = App(f"{world.app_name}p", redis_url=url)
@@ -102,7 +102,7 @@ def test_the_password_never_shows(tmp_path: Path, uid: str, server: OwnRedis) ->
             producer.close()
         dlq = HandlerKeys(stream, handler).dlq
         wait_until(lambda: world.client.hlen(world.key("done")) == 15
-                   and world.client.xlen(dlq) == 5, timeout=30,
+                   and world.client.xlen(dlq) == 5, timeout=60,
                    what="the messages", details=world.all_logs)
         said["/metrics"] = urllib.request.urlopen(
             f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -148,7 +148,7 @@ def test_the_password_never_shows(tmp_path: Path, uid: str, server: OwnRedis) ->
         # a supervisor whose Redis cannot be reached: its pools log their reconnect waits
         lost = world._start([sys.executable, "-m", "workers", "run", app_path,
                              "--log-level", "DEBUG"], "run-lost", {ENV_VAR: gone})
-        kids = lost.wait_children(1)
+        kids = lost.wait_children(1, timeout=60)
         time.sleep(3)
         for pid in kids:
             said[f"cmdline {pid} (unreachable)"] = cmdline(pid)

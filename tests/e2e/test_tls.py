@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from e2e.own_redis import OwnRedis, make_ca, make_tls, own_redis
 from e2e.support import E2E, wait_until
 from workers.app import App
+from workers.cli.main import cli
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +65,7 @@ def test_a_pool_handles_messages_over_tls(world: E2E, server: OwnRedis) -> None:
 
     # when a pool runs and a producer publishes over TLS,
     run = world.run(app_path)
-    world.wait_pool_ready("default")
+    world.wait_pool_ready("default", timeout=60)
     producer = App(f"{world.app_name}p", redis_url=server.url)
     try:
         producer.publish_many(stream, ({"n": n} for n in range(50)))
@@ -74,7 +76,7 @@ def test_a_pool_handles_messages_over_tls(world: E2E, server: OwnRedis) -> None:
     def done() -> dict[int, int]:
         return {int(k): int(v) for k, v in world.client.hgetall(world.key("done")).items()}
 
-    wait_until(lambda: len(done()) == 50, timeout=30, what="50 messages over TLS",
+    wait_until(lambda: len(done()) == 50, timeout=60, what="50 messages over TLS",
                details=world.all_logs)
     assert done() == dict.fromkeys(range(50), 1)
     status = seawall(world, "status", "--json", "--redis-url", server.url)
@@ -93,13 +95,21 @@ def test_a_certificate_signed_by_another_ca_is_refused_clearly(world: E2E, serve
     stream, handler = world.stream("orders"), world.handler("handle")
     app_path = world.write_app(SOURCE.format(names=(stream, handler)))
 
-    # when the CLI or seawall run connects, each fails with exit code 1 and a message that
-    # names certificate verification and the fix, and no traceback.
+    # when seawall run connects, it stops before starting any pool, with exit code 1 and a
+    # message that names certificate verification and the fix, and no traceback;
+    done = seawall(world, "run", app_path, "--redis-url", wrong)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "TLS certificate verification failed" in done.stderr, done.stderr
+    assert "ssl_ca_certs" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    # and so do the other commands (run in this process: the same code, without a start-up
+    # each).
+    runner = CliRunner()
     for args in (["status"], ["dlq", "list"], ["breaker", "list"], ["saga", "list"],
-                 ["run", app_path]):
-        done = seawall(world, *args, "--redis-url", wrong)
-        assert done.returncode == 1, (args, done.stdout, done.stderr)
-        assert "TLS certificate verification failed" in done.stderr, done.stderr
-        assert "ssl_ca_certs" in done.stderr
-        assert "Traceback" not in done.stdout + done.stderr
+                 ["publish", stream, "{}"]):
+        result = runner.invoke(cli, [*args, "--redis-url", wrong])
+        assert result.exit_code == 1, (args, result.output)
+        assert isinstance(result.exception, SystemExit), (args, result.exception)
+        assert "TLS certificate verification failed" in result.output, result.output
+        assert "ssl_ca_certs" in result.output
 
