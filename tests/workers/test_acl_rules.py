@@ -131,3 +131,19 @@ def test_cli_reads_the_password_from_the_environment(tmp_path: Path, uid: str,
     assert password_hash("p4ss-word-test") in result.output
     missing = CliRunner().invoke(cli, ["acl", f"aclapp_{uid}:app", "--password-env", "NOPE_X"])
     assert missing.exit_code == 2
+
+
+def test_cli_asks_for_the_password_and_prints_only_its_hash(
+        tmp_path: Path, uid: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / f"aclprompt_{uid}.py").write_text(
+        "from workers import App\napp = App('aclprompt')\n"
+        "@app.handler('orders', name='h')\nasync def h(p: dict[str, int]) -> None: ...\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["acl", f"aclprompt_{uid}:app", "--password-prompt"],
+                                input="typed-pw-test\ntyped-pw-test\n")
+    assert result.exit_code == 0, result.output
+    assert "typed-pw-test" not in result.output
+    assert password_hash("typed-pw-test") in result.output
+    both = CliRunner().invoke(cli, ["acl", f"aclprompt_{uid}:app", "--password-prompt",
+                                    "--password-env", "X"])
+    assert both.exit_code == 2
