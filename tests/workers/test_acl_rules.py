@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_METHODS = {n for n in dir(redis.Redis) if not n.startswith("_")}
 NOT_COMMANDS = {"pipeline", "register_script", "close", "aclose", "execute_command", "get",
                 "set_response_callback", "from_url", "from_pool", "keys", "sort", "info",
-                "wait", "echo", "lock", "append", "copy", "digest"}
+                "wait", "echo", "lock", "append", "copy", "digest", "publish", "shutdown",
+                "reset", "json"}
 """redis-py names that are also ordinary methods in ``queues`` (``dict.get``,
-``list.sort``, ``list.append``, hmac's ``copy`` and ``digest``, a logger's ``info``...) or
-not commands: a match on them says nothing."""
+``list.sort``, ``list.append``, hmac's ``copy`` and ``digest``, a logger's ``info``,
+``app.publish``, an executor's ``shutdown``...) or not commands: a match on them says
+nothing."""
 NOT_GRANTED = {"config_get"}
 """Sent, and refused on purpose: ``CONFIG GET`` would also show ``requirepass``; the start-up
 check (``queues.server_config``) says it could not check instead."""
@@ -33,9 +35,12 @@ RENAMED = {"xgroup_create": "xgroup|create", "xinfo_groups": "xinfo|groups",
 
 
 def _client_calls() -> set[str]:
-    """Commands named by redis-py calls in ``queues`` (``client.xadd(`` ...)."""
+    """Commands named by redis-py calls (``client.xadd(`` ...) in ``queues``, and in the
+    CLI and runtime modules that call a client directly."""
     found: set[str] = set()
-    for path in (ROOT / "queues").rglob("*.py"):
+    paths = [p for package in ("queues", "workers", "sagas")
+             for p in (ROOT / package).rglob("*.py")]
+    for path in paths:
         text = path.read_text()
         for name in re.findall(r"\.(\w+)\(", text):
             if name in RENAMED:
