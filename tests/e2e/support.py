@@ -291,7 +291,7 @@ class E2E:
     def status(self) -> dict[str, Any]:
         done = subprocess.run([sys.executable, "-m", "workers", "status", "--json",
                                "--redis-url", self.redis_url], cwd=self.tmp,
-                              env=self._env(None), capture_output=True, timeout=30)
+                              env=self._env(None), capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr.decode()
         result: dict[str, Any] = json.loads(done.stdout)
         return result
