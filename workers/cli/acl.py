@@ -66,7 +66,7 @@ script calls against the caller's ACL, and its keys too)."""
 
 COMMANDS = tuple(dict.fromkeys((*CONNECTION, *CLUSTER, *CLIENT_COMMANDS, *SCRIPT_COMMANDS)))
 """Every command a pool, a supervisor or a ``seawall`` CLI command sends to Redis;
-``tests/workers/test_acl_rules.py`` checks it against the source of ``queues``."""
+``tests/workers/test_acl_rules.py`` checks it against the source."""
 
 
 def default_user(app: App) -> str:
