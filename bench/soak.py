@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = {name: Row(SCENARIOS[name].__name__) for name in names}
     started = time.monotonic()
     rounds = 0
+    errors = 0
     print(f"soak: {', '.join(names)} in rotation for {args.minutes:g} min "
           f"at {os.environ.get('SEAWALL_CHAOS_RATE', '50')} msgs/s", flush=True)
     while time.monotonic() - started < args.minutes * 60:
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         directory = Path(tempfile.mkdtemp(prefix=f"soak-{name}-"))
         try:
             row = SCENARIOS[name](directory)
+        except Exception as exc:  # (the harness failed, not seawall: say so, go on)
+            row = Row(SCENARIOS[name].__name__, notes=[f"round failed: {exc!r}"[:500]])
+            errors += 1
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         totals[name].scenario = row.scenario
@@ -73,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     total = Row("total")
     for row in rows:
         total.add(row)
-    print(f"\nsoak: {rounds} rounds in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    print(f"\nsoak: {rounds} rounds ({errors} failed to run) in "
+          f"{(time.monotonic() - started) / 60:.1f} min", flush=True)
     print(table([*rows, total]), flush=True)
-    return 1 if total.lost else 0
+    return 1 if total.lost or errors else 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ On the stream ``<prefix>-side`` (every fifth message is published there too):
 
 * ``flaky`` fails the first attempt of every fifth of its messages (a durable delayed retry) and
   dead-letters every message while the witness flag ``reject`` is up;
-* ``guarded`` sits behind a circuit breaker and fails while the flag ``down`` is up.
+* ``guarded`` sits behind a circuit breaker (the only handler with one) and fails while
+  the flag ``down`` is up.
 
 And a saga ``<prefix>-checkout``: ``reserve`` then ``charge``; ``charge`` fails for good for
 every fourth order, so ``reserve`` is compensated by ``release``.
@@ -172,7 +173,8 @@ def build(prefix: str) -> tuple[App, Saga]:
 
     patient: dict[str, Any] = {"stop": stop_after_attempt(10_000), "wait": wait_fixed(1)}
     # (retries that outlast any fault a scenario makes: a message ends handled, not dead)
-    @app.handler(names.load, name=names.handler("plain"), pool="main", **patient)
+    @app.handler(names.load, name=names.handler("plain"), pool="main", breaker=None,
+                 **patient)
     async def plain(msg: Msg) -> None:
         await record("runs:plain", msg.n)
 
@@ -183,11 +185,11 @@ def build(prefix: str) -> tuple[App, Saga]:
         return outcome
 
     @app.handler(names.load, name=names.handler("idem"), pool="main", idempotent=True,
-                 middleware=[absorbed], **patient)
+                 middleware=[absorbed], breaker=None, **patient)
     async def idem(msg: Msg) -> None:
         await record("runs:idem", msg.n)
 
-    @app.handler(names.side, name=names.handler("flaky"), pool="main",
+    @app.handler(names.side, name=names.handler("flaky"), pool="main", breaker=None,
                  stop=stop_after_attempt(10_000), wait=wait_fixed(1.5))
     async def flaky(msg: Msg, ctx: Context) -> None:
         if await flag("reject"):

@@ -99,7 +99,7 @@ def restart_redis(directory: Path) -> Row:
             else:
                 world.redis.kill()
             time.sleep(max(1.0, 3 * scale()))
-            world.redis.start()
+            world.redis.start(timeout=120)
         row.notes.append(f"producer retried {world.producer.failures if world.producer else 0}"
                          " batches")
 

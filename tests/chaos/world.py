@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from e2e.failure_helpers import DurableRedis
@@ -98,6 +99,11 @@ def table(rows: list[Row]) -> str:
 
 
 # -- processes -------------------------------------------------------------------------
+
+def _entry_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.decode().partition("-")
+    return int(ms), int(seq or 0)
+
 
 def _children(pid: int) -> list[int]:
     out = []
@@ -400,21 +406,21 @@ class World:
         waiting: set[int] = set()
         with self.client() as client:
             for short in HANDLERS:
+                # Redis first, in one snapshot, then the witness: a message acked by the
+                # time of the snapshot had its run recorded before its ack.
+                its_dead, its_waiting = self._snapshot(client, short)
                 runs = self._runs(short)
-                its_dead = self._dead(client, short)
                 row.duplicates += sum(c - 1 for c in runs.values() if c > 1)
-                unfinished = self.expected(short) - set(runs) - its_dead
-                its_waiting = self._waiting(client, short) if unfinished else set()
-                missing = unfinished - its_waiting
+                missing = self.expected(short) - set(runs) - its_dead - its_waiting
                 if missing:
                     row.notes.append(f"{short}: lost {sorted(missing)[:10]}")
                 every -= self.expected(short) - set(runs)
                 dead |= its_dead
-                waiting |= its_waiting
+                waiting |= its_waiting - set(runs)
                 lost |= missing
-            absorbed = self.witness.hgetall(self.names.witness("absorbed"))
-            row.absorbed = sum(int(v) for v in absorbed.values())
             states = self._saga_states(client, sagas)
+        absorbed = self.witness.hgetall(self.names.witness("absorbed"))
+        row.absorbed = sum(int(v) for v in absorbed.values())
         dead -= lost
         waiting -= lost | dead
         row.handled = len(every)
@@ -428,46 +434,58 @@ class World:
             want = "compensated" if declined(n) else "completed"
             if state == want:
                 row.handled += 1
-            elif state == "running":
+            elif state in ("running", "compensating"):
                 row.waiting += 1
             else:
                 row.lost += 1
                 row.notes.append(f"saga s{n}: {state}, expected {want}")
         return row
 
-    def _waiting(self, client: redis.Redis, short: str) -> set[int]:
-        """Messages of one handler still pending, unread, on its retry stream or delayed."""
+    def _snapshot(self, client: redis.Redis, short: str) -> tuple[set[int], set[int]]:
+        """(dead-lettered, waiting) messages of handler ``short``, read in one MULTI so that
+        no message moving between places (stream, delayed set, retry stream, dead letters)
+        is seen in none of them. Waiting: pending, unread, on the retry stream, delayed."""
         keys = self.app.handlers[self.names.handler(short)].keys
-        out: set[int] = set()
+        streams = (keys.stream, keys.retry)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.xrange(keys.dlq)
+            for stream in streams:
+                pipe.xinfo_groups(stream)
+                pipe.xpending_range(stream, keys.group, min="-", max="+", count=10_000_000)
+                pipe.xrange(stream)
+            pipe.zrange(keys.delayed, 0, -1)
+            replies = pipe.execute(raise_on_error=False)
 
-        def numbers(stream: str, ids: list[bytes] | None) -> set[int]:
-            found = set()
-            for entry_id, fields in client.xrange(stream):
-                if ids is None or entry_id in ids:
-                    with contextlib.suppress(KeyError, ValueError):
-                        found.add(int(json.loads(fields[b"payload"])["n"]))
-            return found
-
-        for stream in (keys.stream, keys.retry):
+        def number(fields: Any) -> int | None:
             try:
-                groups = {g["name"]: g for g in client.xinfo_groups(stream)}
-            except redis.ResponseError:
+                return int(json.loads(fields[b"payload"])["n"])
+            except (KeyError, TypeError, ValueError):
+                return None
+
+        dead = {n for _, f in replies[0] if (n := number(f)) is not None}
+        waiting: set[int] = set()
+        for i, _ in enumerate(streams):
+            groups, pending, entries = replies[1 + 3 * i: 4 + 3 * i]
+            if isinstance(entries, Exception):
                 continue
-            group = groups.get(keys.group.encode())
-            if group is None:
-                out |= numbers(stream, None)
+            if isinstance(groups, Exception) or isinstance(pending, Exception):
+                waiting |= {n for _, f in entries if (n := number(f)) is not None}
                 continue
-            rows = client.xpending_range(stream, keys.group, min="-", max="+", count=1_000_000)
-            pending = [r["message_id"] for r in rows]
-            last = group["last-delivered-id"]
-            unread = [e for e, _ in client.xrange(stream, min=b"(" + last)]
-            out |= numbers(stream, pending + unread)
-        for member in client.zrange(keys.delayed, 0, -1):
-            with contextlib.suppress(Exception):
+            group = {g["name"]: g for g in groups}.get(keys.group.encode())
+            last = _entry_key(group["last-delivered-id"]) if group else (0, 0)
+            held = {r["message_id"] for r in pending}
+            for entry_id, fields in entries:
+                if entry_id in held or _entry_key(entry_id) > last:
+                    if (n := number(fields)) is not None:
+                        waiting.add(n)
+        for member in replies[-1] if not isinstance(replies[-1], Exception) else []:
+            try:
                 _, _, _, flat = json.loads(member)
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                out.add(int(json.loads(fields["payload"])["n"]))
-        return out
+                waiting.add(int(json.loads(dict(zip(flat[::2], flat[1::2],
+                                                    strict=True))["payload"])["n"]))
+            except (TypeError, ValueError, KeyError):
+                continue
+        return dead, waiting
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- supervisor {i} ({'proxy' if s.via_proxy else 'direct'})\n"
