@@ -207,17 +207,35 @@ def _own(original_fields: Mapping[bytes, bytes], origin_entry_id: str, attempts:
     return Pairs(len(parts) // 3, b"".join(parts))
 
 
-def pack_letter(original_fields: Mapping[bytes, bytes], *, origin_entry_id: str,
-                attempts: int, first_failed_at_ms: int | None, failed_at_ms: int) -> bytes:
-    """A dead letter's own fields, packed for ``dead_letter.lua``: the original ones (any
-    stale ``dlq_*`` dropped), ``dlq_entry_id``, ``dlq_attempts``, ``dlq_first_failed_at``
-    and ``dlq_failed_at``; the rest comes from its shared part (:func:`pack_failure`)."""
-    return _own(original_fields, origin_entry_id, attempts, first_failed_at_ms,
-                failed_at_ms).packed()
+_LETTER_HEAD = struct.Struct(">HI").pack
 
 
-def _failure(constant: Pairs, error_type: str, error: str, traceback: str,
-             reason: str) -> Pairs:
+def letter(entry_id: str, fields: Pairs, failure: int = 0) -> bytes:
+    """One dead letter in a batch's letters (:func:`queue_dead_letters`): the number of its
+    shared part (0: none), the entry id, then its fields (with no shared part, every one)."""
+    eid = entry_id.encode()
+    return b"".join((_LETTER_HEAD(failure, len(eid)), eid, _LENGTH(fields.count), fields.body))
+
+
+def pack_letter(original_fields: Mapping[bytes, bytes], *, entry_id: str, failure: int,
+                origin_entry_id: str, attempts: int, first_failed_at_ms: int | None,
+                failed_at_ms: int, rest: Pairs | None = None) -> bytes:
+    """The dead letter of ``entry_id`` in a batch's letters, with its own fields: the
+    original ones (any stale ``dlq_*`` dropped), ``dlq_entry_id``, ``dlq_attempts``,
+    ``dlq_first_failed_at`` and ``dlq_failed_at``; the rest is its shared part number
+    ``failure`` (:func:`pack_failure`, sent once per batch), or, with ``failure`` 0, the
+    fields ``rest`` (:func:`failure_pairs`) carried in the letter itself."""
+    own = _own(original_fields, origin_entry_id, attempts, first_failed_at_ms, failed_at_ms)
+    if rest is not None:
+        own = Pairs(own.count + rest.count, own.body + rest.body)
+    return letter(entry_id, own, failure)
+
+
+def failure_pairs(constant: Pairs, *, error_type: str, error: str, traceback: str,
+                  reason: str) -> Pairs:
+    """The fields every message failing the same way in the same handler shares:
+    ``constant`` (:func:`pack_constant`), the error type, message (its head), traceback
+    (its tail) and reason."""
     failure = _pairs((name.encode(), value.encode("utf-8", "replace")) for name, value in (
         (ERROR_TYPE, error_type), (ERROR, _head(error, ERROR_LIMIT)),
         (TRACEBACK, _tail(traceback, TRACEBACK_LIMIT)), (REASON, reason)))
@@ -226,10 +244,10 @@ def _failure(constant: Pairs, error_type: str, error: str, traceback: str,
 
 def pack_failure(constant: Pairs, *, error_type: str, error: str, traceback: str,
                  reason: str) -> bytes:
-    """The part of a dead letter that every message failing the same way in the same
-    handler shares: ``constant`` (:func:`pack_constant`), the error type, message (its
-    head), traceback (its tail) and reason, packed once for as many dead letters."""
-    return _failure(constant, error_type, error, traceback, reason).packed()
+    """:func:`failure_pairs` as a shared part of a batch (:func:`queue_dead_letters`):
+    packed once for as many dead letters."""
+    return failure_pairs(constant, error_type=error_type, error=error, traceback=traceback,
+                         reason=reason).packed()
 
 
 def pack_dead_letter(original_fields: Mapping[bytes, bytes], constant: Pairs, *,
@@ -240,7 +258,8 @@ def pack_dead_letter(original_fields: Mapping[bytes, bytes], constant: Pairs, *,
     without building the dict, for a script that takes one packed dead letter (the saga
     scripts). ``constant`` comes from :func:`pack_constant`."""
     own = _own(original_fields, origin_entry_id, attempts, first_failed_at_ms, failed_at_ms)
-    rest = _failure(constant, error_type, error, traceback, reason)
+    rest = failure_pairs(constant, error_type=error_type, error=error, traceback=traceback,
+                         reason=reason)
     return Pairs(own.count + rest.count, own.body + rest.body).packed()
 
 
@@ -262,7 +281,8 @@ async def dead_letter(
     the script is only queued and this returns True; ``execute()``'s reply holds the new
     dead letter's id, or None.
     """
-    args: list[Any] = [group, "1" if drop_source else "0", 0, entry_id, 0, pack_pairs(fields)]
+    args: list[Any] = [group, "1" if drop_source else "0", 0,
+                       letter(entry_id, _pairs((_b(k), _b(v)) for k, v in fields.items()))]
     reply = await _DEAD_LETTER(client_or_pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)],
                                args)
     if isinstance(reply, Pipeline):
@@ -270,24 +290,29 @@ async def dead_letter(
     return reply[0] is not None
 
 
+Letter = tuple[int, bytes, bytes]
+"""One dead letter of a batch: the number of its shared part (0: none), that part
+(:func:`pack_failure`; b"" for none) and the letter (:func:`pack_letter` or :func:`letter`).
+A shared part's number stands for the same part wherever it is used in one batch."""
+
+
 def queue_dead_letters(pipe: Any, *, source_stream: str, group: str, dlq_key: str,
-                       letters: Iterable[tuple[str, bytes, bytes]],
-                       drop_source: bool = False) -> None:
-    """Add one ``dead_letter.lua`` call for a batch to ``pipe``: per entry (entry id, its
-    shared part (:func:`pack_failure`, b"" for none), its own fields (:func:`pack_letter`,
-    or every field with :func:`pack_pairs`)). A shared part is sent once per batch however
-    many entries have it (equal parts are recognised: cache them to make that cheap)."""
-    shared: dict[bytes, int] = {}
-    entries: list[Any] = []
-    for entry_id, common, own in letters:
-        number = 0
-        if common:
-            number = shared.get(common, 0)
-            if not number:
-                number = shared[common] = len(shared) + 1
-        entries += (entry_id, number, own)
-    _DEAD_LETTER.queue(pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)],
-                       [group, "1" if drop_source else "0", len(shared), *shared, *entries])
+                       letters: Iterable[Letter], drop_source: bool = False) -> None:
+    """Add one ``dead_letter.lua`` call for a batch to ``pipe``: each shared part once, and
+    the letters together as one argument (redis-py packs each argument of a command
+    separately, at a cost that grows with the command: one per letter cost more than the
+    rest of a dead letter)."""
+    shared: dict[int, bytes] = {}
+    records: list[bytes] = []
+    for failure, common, record in letters:
+        if failure and failure not in shared:
+            shared[failure] = common
+        records.append(record)
+    args: list[Any] = [group, "1" if drop_source else "0", len(shared)]
+    for failure, common in shared.items():
+        args += (failure, common)
+    args.append(b"".join(records))
+    _DEAD_LETTER.queue(pipe, [source_stream, dlq_key, dlq_counts_of(dlq_key)], args)
 
 
 def _b(value: bytes | str) -> bytes:
@@ -563,14 +588,17 @@ async def count_by_error_type(
 __all__ = [
     "METADATA_FIELDS",
     "DeadLetter",
+    "Letter",
     "Pairs",
     "check_entry_id",
     "count_by_error_type",
     "count_dead_letters",
     "dead_letter",
     "dead_letter_fields",
+    "failure_pairs",
     "get_dead_letter",
     "iter_dead_letters",
+    "letter",
     "list_dead_letters",
     "pack_constant",
     "pack_dead_letter",

@@ -123,6 +123,7 @@ Decision = RetryIn | GiveUp
 
 _UNDECODABLE = GiveUp("undecodable payload: not valid JSON")
 _INVALID = GiveUp("invalid payload: validation failed")
+_NOT_AN_ENVELOPE = GiveUp("invalid message: not a seawall envelope")
 
 
 def call_state(
@@ -150,6 +151,20 @@ def call_state(
     return state
 
 
+def gives_up_at_once(error: BaseException) -> GiveUp | None:
+    """Rule 1 alone: the verdict on an error that no policy retries (``NonRetryable``, a
+    validation error, an entry that is no envelope), None for any other. Needs no attempt
+    number nor clock: the runtime asks it first, so that a flood of invalid messages skips
+    the rest of the decision."""
+    if isinstance(error, ValidationError):
+        return _UNDECODABLE if describe(error).undecodable else _INVALID
+    if isinstance(error, NonRetryable):
+        return GiveUp(f"non-retryable: {type(error).__name__}")
+    if isinstance(error, EnvelopeError):
+        return _NOT_AN_ENVELOPE
+    return None
+
+
 def decide(
     policy: RetryPolicy,
     *,
@@ -163,12 +178,9 @@ def decide(
     ``first_failed_at`` and ``now`` are seconds on the same clock (the envelope's
     ``first_failed_at`` is in ms: divide by 1000). On the first failure pass ``now`` for both.
     """
-    if isinstance(error, NonRetryable):
-        return GiveUp(f"non-retryable: {type(error).__name__}")
-    if isinstance(error, ValidationError):
-        return _UNDECODABLE if describe(error).undecodable else _INVALID
-    if isinstance(error, EnvelopeError):
-        return GiveUp("invalid message: not a seawall envelope")
+    at_once = gives_up_at_once(error)
+    if at_once is not None:
+        return at_once
 
     state = call_state(policy, attempt=attempt, first_failed_at=first_failed_at, now=now,
                        error=error)
@@ -196,5 +208,6 @@ __all__ = [
     "RetryPolicy",
     "call_state",
     "decide",
+    "gives_up_at_once",
     "make_policy",
 ]

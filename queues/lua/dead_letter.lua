@@ -9,34 +9,41 @@
 -- ARGV[1]  consumer group (the handler's name)
 -- ARGV[2]  "1" to XDEL each entry after its ack (only for the handler's own retry stream)
 -- ARGV[3]  S, the number of shared parts that follow
--- ARGV[4 .. 3+S]  the shared parts: fields that many dead letters of the batch have in
---          common (handler, stream, consumer, host, the error, its traceback, the reason),
---          each packed (fields_lib.lua's text or binary packing): a flood of one failure
---          sends and unpacks them once per batch, not once per message
--- ARGV[4+S ..] for each entry, three: its id; the number of its shared part (1..S), 0 for
---          none; its own fields packed (the original ones, the entry id of origin,
---          attempts, times; every field when it has no shared part)
--- Returns, per entry, the dead letter's id, or false (nil) if the entry was no longer
+-- ARGV[4 .. 3+2S]  the shared parts, two each: a number, then fields that many dead
+--          letters of the batch have in common (handler, stream, consumer, host, the
+--          error, its traceback, the reason), packed (fields_lib.lua's text or binary
+--          packing): a flood of one failure sends and unpacks them once per batch
+-- ARGV[4+2S] the letters, one after the other, each (big-endian): the number of its shared
+--          part (2 bytes, 0 for none), the entry id (4-byte length, bytes), then its own
+--          fields as fields_lib's binary pairs (4-byte count, then each name and value as
+--          a 4-byte length and bytes): the original ones, the entry id of origin, attempts,
+--          times; every field when it has no shared part. One argument for the batch:
+--          the client packs one, not one per letter.
+-- Returns, per letter, the dead letter's id, or false (nil) if the entry was no longer
 -- pending (already acked): the message is then kept once, where it is, never twice.
--- (unpacked() and error_type_field() come from fields_lib.lua, which queues/scripts.py
--- puts in front.)
+-- (unpacked(), binary_pairs() and error_type_field() come from fields_lib.lua, which
+-- queues/scripts.py puts in front.)
 local parts = tonumber(ARGV[3])
 local shared, shared_size, shared_type = {}, {}, {}
-for s = 1, parts do
-  shared[s] = unpacked(ARGV[3 + s])
-  shared_size[s] = #shared[s]
-  shared_type[s] = error_type_field(shared[s])
+for s = 0, parts - 1 do
+  local number, fields = tonumber(ARGV[4 + 2 * s]), unpacked(ARGV[5 + 2 * s])
+  shared[number] = fields
+  shared_size[number] = #fields
+  shared_type[number] = error_type_field(fields)
 end
+local letters = ARGV[4 + 2 * parts]
 local out, counted, types = {}, {}, {}
-for i = 4 + parts, #ARGV, 3 do
-  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 0 then
+local at, size = 1, #letters
+while at <= size do
+  local s, entry_id, count, start = struct.unpack('>I2I4c0I4', letters, at)
+  local fields
+  fields, at = binary_pairs(letters, count, start)
+  if redis.call('XACK', KEYS[1], ARGV[1], entry_id) == 0 then
     out[#out + 1] = false
   else
     if ARGV[2] == '1' then
-      redis.call('XDEL', KEYS[1], ARGV[i])
+      redis.call('XDEL', KEYS[1], entry_id)
     end
-    local fields = unpacked(ARGV[i + 2])
-    local s = tonumber(ARGV[i + 1])
     local error_type = nil
     if s > 0 then
       local common, n = shared[s], #fields

@@ -21,27 +21,34 @@ local function binary_format(pairs_)
   return format
 end
 
+-- `count` name/value pairs of the binary packing, starting at byte `at` of `packed`: the
+-- fields, and the position after them.
+local function binary_pairs(packed, count, at)
+  if count <= BINARY_CHUNK then
+    local fields = {struct.unpack(binary_format(count), packed, at)}
+    local after = fields[count * 2 + 1]  -- (struct.unpack's last value)
+    fields[count * 2 + 1] = nil
+    return fields, after
+  end
+  -- (in chunks: one call returning thousands of values would overflow Lua's stack)
+  local fields, n = {}, 0
+  while count > 0 do
+    local step = math.min(count, BINARY_CHUNK)
+    local chunk = {struct.unpack(binary_format(step), packed, at)}
+    at = chunk[step * 2 + 1]
+    for k = 1, step * 2 do
+      fields[n + k] = chunk[k]
+    end
+    n = n + step * 2
+    count = count - step
+  end
+  return fields, at
+end
+
 local function unpacked(packed)
   if string.byte(packed, 1) == 0 then
-    local left = struct.unpack('>I4', packed, 2)
-    if left <= BINARY_CHUNK then
-      local fields = {struct.unpack(binary_format(left), packed, 6)}
-      fields[left * 2 + 1] = nil  -- (struct.unpack's last value: the position after)
-      return fields
-    end
-    -- (in chunks: one call returning thousands of values would overflow Lua's stack)
-    local fields, n, at = {}, 0, 6
-    while left > 0 do
-      local step = math.min(left, BINARY_CHUNK)
-      local chunk = {struct.unpack(binary_format(step), packed, at)}
-      at = chunk[step * 2 + 1]
-      for k = 1, step * 2 do
-        fields[n + k] = chunk[k]
-      end
-      n = n + step * 2
-      left = left - step
-    end
-    return fields
+    local count = struct.unpack('>I4', packed, 2)
+    return (binary_pairs(packed, count, 6))
   end
   local fields, n, at, size = {}, 0, 1, #packed
   while at <= size do

@@ -102,10 +102,11 @@ async def test_a_batch_puts_shared_parts_and_own_fields_together(
     from queues import scripts
     from queues.commit import pack_fields
     from queues.dead_letters import (
+        Pairs,
+        failure_pairs,
         pack_constant,
         pack_failure,
         pack_letter,
-        pack_pairs,
         queue_dead_letters,
     )
 
@@ -115,23 +116,29 @@ async def test_a_batch_puts_shared_parts_and_own_fields_together(
     await aredis.xack(keys.stream, keys.group, envs[3].entry_id)
     constant = pack_constant(handler="billing.charge", stream="orders",
                              consumer="host-1:123:0", host="host-1")
-    shared = {kind: pack_failure(constant, error_type=kind, error="bad",
-                                 traceback="Traceback...\nValueError: bad",
-                                 reason="attempts exhausted")
-              for kind in ("ValueError", "KeyError")}
+    common = {"error": "bad", "traceback": "Traceback...\nValueError: bad",
+              "reason": "attempts exhausted"}
 
-    def own(env: Envelope) -> bytes:
-        return pack_letter(env.fields, origin_entry_id=env.origin_entry_id, attempts=3,
-                           first_failed_at_ms=NOW - 60_000, failed_at_ms=NOW)
+    def own(env: Envelope, failure: int, rest: Pairs | None = None) -> bytes:
+        return pack_letter(env.fields, entry_id=env.entry_id, failure=failure,
+                           origin_entry_id=env.origin_entry_id, attempts=3,
+                           first_failed_at_ms=NOW - 60_000, failed_at_ms=NOW, rest=rest)
 
-    # Given one batch: two letters sharing a part, one with a part of its own, one whose
-    # entry was acked meanwhile, and one packed whole (the text packing) with 300 fields,
+    # Given one batch: two letters sharing a part (packed binary), one with a part (packed
+    # as text) of its own, one whose entry was acked meanwhile, and one with every field in
+    # the letter, 300 of them its own,
+    value_error = pack_failure(constant, error_type="ValueError", **common)
+    key_error = pack_fields({b"dlq_handler": b"billing.charge", b"dlq_stream": b"orders",
+                             b"dlq_consumer": b"host-1:123:0", b"dlq_host": b"host-1",
+                             b"dlq_error_type": b"KeyError", b"dlq_error": b"bad",
+                             b"dlq_traceback": b"Traceback...\nValueError: bad",
+                             b"dlq_reason": b"attempts exhausted"})
     letters = [
-        (envs[0].entry_id, shared["ValueError"], own(envs[0])),
-        (envs[1].entry_id, shared["KeyError"], own(envs[1])),
-        (envs[2].entry_id, shared["ValueError"], own(envs[2])),
-        (envs[3].entry_id, b"", pack_pairs(_fields(envs[3]))),
-        (envs[4].entry_id, b"", pack_fields(_fields(envs[4], error_type="OSError"))),
+        (1, value_error, own(envs[0], 1)),
+        (7, key_error, own(envs[1], 7)),
+        (1, value_error, own(envs[2], 1)),
+        (0, b"", own(envs[3], 0, failure_pairs(constant, error_type="ValueError", **common))),
+        (0, b"", own(envs[4], 0, failure_pairs(constant, error_type="OSError", **common))),
     ]
     await scripts.load_all(aredis)
     pipe = aredis.pipeline(transaction=False)
@@ -331,9 +338,13 @@ def test_a_packed_dead_letter_holds_the_same_fields_as_the_dict() -> None:
     # (dead_letter.lua puts them together),
     shared = pack_failure(constant, error_type="ValueError", error="bad \u2713",
                           traceback="Traceback...", reason="attempts exhausted")
-    own = pack_letter(original, origin_entry_id="1-0", attempts=3, first_failed_at_ms=None,
-                      failed_at_ms=1700)
+    own = pack_letter(original, entry_id="7-0", failure=3, origin_entry_id="1-0", attempts=3,
+                      first_failed_at_ms=None, failed_at_ms=1700)
 
     assert _binary_pairs(whole) == expected == _binary_pairs(pack_pairs(expected))
-    assert {**_binary_pairs(own), **_binary_pairs(shared)} == expected
-    assert not set(_binary_pairs(own)) & set(_binary_pairs(shared))
+    # (a letter: its shared part's number, its entry id, then its fields' pairs)
+    assert int.from_bytes(own[:2], "big") == 3
+    assert own[2:6] == (3).to_bytes(4, "big") and own[6:9] == b"7-0"
+    fields = _binary_pairs(b"\0" + own[9:])
+    assert {**fields, **_binary_pairs(shared)} == expected
+    assert not set(fields) & set(_binary_pairs(shared))

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from queues.connection import connect
 from queues.dead_letters import (
     _DEAD_LETTER,
+    failure_pairs,
     pack_constant,
-    pack_dead_letter,
     pack_failure,
     pack_letter,
     purge,
@@ -66,6 +66,7 @@ def seed(client: redis.Redis, rec: HandlerRecord, error_types: list[str],
     failure = {error_type: pack_failure(constant, error_type=error_type, error="boom",
                                         traceback="Traceback: ...", reason="attempts exhausted")
                for error_type in set(error_types)}
+    number = {error_type: n for n, error_type in enumerate(sorted(failure), start=1)}
     for start in range(0, len(error_types), 20_000):
         part = error_types[start : start + 20_000]
         pipe = client.pipeline(transaction=False)
@@ -78,15 +79,18 @@ def seed(client: redis.Redis, rec: HandlerRecord, error_types: list[str],
         pipe = client.pipeline(transaction=False)
         for b in range(0, len(part), batch):
             # as the runtime sends them: a part shared by the letters of each error type,
-            # and some packed whole, with no shared part
+            # and some with every field in the letter, no shared part
             letters = [
-                (eid.decode(), b"", pack_dead_letter(
-                    fields, constant, origin_entry_id=eid.decode(), attempts=3,
-                    error_type=error_type, error="boom", traceback="Traceback: ...",
-                    first_failed_at_ms=None, failed_at_ms=1, reason="attempts exhausted"))
+                (0, b"", pack_letter(
+                    fields, entry_id=eid.decode(), failure=0, origin_entry_id=eid.decode(),
+                    attempts=3, first_failed_at_ms=None, failed_at_ms=1,
+                    rest=failure_pairs(constant, error_type=error_type, error="boom",
+                                       traceback="Traceback: ...",
+                                       reason="attempts exhausted")))
                 if i % 5 == 0 else
-                (eid.decode(), failure[error_type], pack_letter(
-                    fields, origin_entry_id=eid.decode(), attempts=3, first_failed_at_ms=None,
+                (number[error_type], failure[error_type], pack_letter(
+                    fields, entry_id=eid.decode(), failure=number[error_type],
+                    origin_entry_id=eid.decode(), attempts=3, first_failed_at_ms=None,
                     failed_at_ms=1))
                 for i, ((eid, fields), error_type) in enumerate(zip(
                     entries[b : b + batch], part[b : b + batch], strict=True))]

@@ -28,10 +28,12 @@ from pydantic import ValidationError
 
 from queues.commit import Pending
 from queues.dead_letters import (
+    Letter,
+    Pairs,
     dead_letter_fields,
+    failure_pairs,
     pack_constant,
     pack_dead_letter,
-    pack_failure,
     pack_letter,
     queue_dead_letters,
 )
@@ -172,8 +174,9 @@ class Settler:
         self._retry_due = retry_due
         """Told when a retry or a park is due, so the handler's mover looks by then."""
         self._observed = acker.observed
-        self._packed_failures: dict[tuple[Any, ...], bytes] = {}
-        """(where raised, text, reason) -> the dead letters' shared part (pack_failure)."""
+        self._packed_failures: dict[tuple[Any, ...], tuple[int, bytes, Pairs]] = {}
+        """(where raised, text, reason) -> the dead letters' shared part (pack_failure)
+        and its number."""
         self._batches: dict[str, tuple[tuple[str, str, str], Any]] = {}
         """Source stream -> its dead letters' batch key and queueing function."""
 
@@ -274,35 +277,42 @@ class Settler:
             **self._describe(envelope), "reason": outcome.reason,
             "error_type": outcome.error_type, "error": str(outcome.error)[:500]})
 
-    def packed_failure(self, outcome: Outcome) -> bytes:
-        """The part of ``outcome``'s dead letter that every message failing the same way
+    def packed_failure(self, outcome: Outcome) -> tuple[int, bytes, Pairs]:
+        """The fields of ``outcome``'s dead letter that every message failing the same way
         shares (handler, host, error, traceback, reason: :func:`~queues.dead_letters.
-        pack_failure`), made once per (where raised, text, reason): a flood of one failure
-        formats and packs it once."""
+        failure_pairs`), made once per (where raised, text, reason): a flood of one failure
+        formats and packs them once. With their number in a batch and packed as its shared
+        part; number 0 and no shared part for fields not kept (a chained error's, or one
+        failure too many), which travel inside their letter."""
         error = outcome.error if outcome.error is not None else RuntimeError(outcome.reason)
         text = error_text(error)
         where = raised_at(error)
         key = (where, text, outcome.reason) if where is not None else None
-        packed = self._packed_failures.get(key) if key is not None else None
-        if packed is None:
-            packed = pack_failure(self._constant, error_type=type(error).__name__, error=text,
-                                  traceback=formatted_traceback(error, text),
-                                  reason=outcome.reason)
-            if key is not None and len(self._packed_failures) < FAILURES_KEPT:
-                self._packed_failures[key] = packed
-        return packed
+        known = self._packed_failures.get(key) if key is not None else None
+        if known is not None:
+            return known
+        pairs = failure_pairs(self._constant, error_type=type(error).__name__, error=text,
+                              traceback=formatted_traceback(error, text),
+                              reason=outcome.reason)
+        if key is None or len(self._packed_failures) >= FAILURES_KEPT:
+            return 0, b"", pairs
+        known = self._packed_failures[key] = (len(self._packed_failures) + 1,
+                                              pairs.packed(), pairs)
+        return known
 
     def _dead_letter(self, envelope: Envelope, outcome: Outcome) -> None:
         source = envelope.source
         batch = self._batches.get(source)
         if batch is None:
             batch = self._batches[source] = self._batch_of(source)
-        own = pack_letter(envelope.fields, origin_entry_id=envelope.origin_entry_id,
-                          attempts=envelope.attempt,
-                          first_failed_at_ms=envelope.first_failed_at_ms,
-                          failed_at_ms=int(time.time() * 1000))
-        self.acker.batch(batch[0], (envelope.entry_id, self.packed_failure(outcome), own),
-                         batch[1])
+        failure, shared, pairs = self.packed_failure(outcome)
+        record = pack_letter(envelope.fields, entry_id=envelope.entry_id, failure=failure,
+                             origin_entry_id=envelope.origin_entry_id,
+                             attempts=envelope.attempt,
+                             first_failed_at_ms=envelope.first_failed_at_ms,
+                             failed_at_ms=int(time.time() * 1000),
+                             rest=None if failure else pairs)
+        self.acker.batch(batch[0], (failure, shared, record), batch[1])
         self.log_dead_letter(envelope, outcome)
 
     def _batch_of(self, source: str) -> tuple[tuple[str, str, str], Any]:
@@ -310,7 +320,7 @@ class Settler:
         batch of them (one ``dead_letter.lua`` call)."""
         group, dlq, drop = self.group, self.keys.dlq, source == self.keys.retry
 
-        def queue(pipe: Any, letters: list[tuple[str, bytes, bytes]]) -> None:
+        def queue(pipe: Any, letters: list[Letter]) -> None:
             queue_dead_letters(pipe, source_stream=source, group=group, dlq_key=dlq,
                                letters=letters, drop_source=drop)
 
