@@ -83,3 +83,22 @@ def test_scale_prints_its_table() -> None:
     for handlers in (1, 3):
         assert re.search(rf"^seawall status --json \(\d+ registered\)\s+{handlers}\s+0\s+{NUMBER}",
                          out, re.M), out
+
+
+def test_capacity_prints_its_table_and_model() -> None:
+    out = run_script("bench/capacity.py", "--n", "300", timeout=180)
+    assert re.search(r"path\s+procs\s+messages\s+msgs/s\s+pool us/msg\s+Redis us/msg\s+cmds/msg"
+                     r"\s+net B/msg\s+Redis busy", out), out
+    assert re.search(rf"^publish \(XADD, pipelines of 1000\)\s+0\s+300\s+-\s+-\s+{NUMBER}\s+",
+                     out, re.M), out
+    paths = ("ok (breaker=None)", "ok, breaker", "follow-up (to another slot)",
+             "retry (all fail once)", "dead letter (all invalid)", "idempotent",
+             "saga step (3-step saga)", "ok (breaker=None), 2 processes")
+    for name in paths:
+        procs = 2 if name.endswith("2 processes") else 1
+        assert re.search(rf"^{re.escape(name)}\s+{procs}\s+\d+\s+\d+\s+{NUMBER}\s+{NUMBER}\s",
+                         out, re.M), out
+        # the model's row: measured msgs/s per process, msgs/s per process from its CPU,
+        # Redis us/msg, msgs/s per shard, then processes and shards for 100k and 1M msgs/s
+        assert re.search(rf"^{re.escape(name)}(\s+\d+){{2}}\s+{NUMBER}\s+\d+(\s+\d+){{4}}\s*$",
+                         out, re.M), out
