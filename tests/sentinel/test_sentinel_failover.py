@@ -2,8 +2,8 @@
 (SIGKILL) under load: the sentinels promote the replica, and the pools of ``seawall run``,
 given a ``redis+sentinel://`` URL, follow the new primary on their own reconnect backoff,
 without a restart. Every message the producer published (confirmed by a replica: WAIT) is
-handled, nothing is left pending. The killed node comes back empty and the sentinels make
-it the new primary's replica."""
+handled, nothing is left pending, and ``seawall status`` reads the new primary. The killed
+node comes back empty and the sentinels make it the new primary's replica."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ def test_the_primary_killed_under_load_loses_nothing_and_pools_follow_the_new_on
     times = every_message_handled(e2e, run, stream, handler, published)
     assert set(times) == set(published) == set(range(MESSAGES))
     assert set(run.children()) == pids
+    # The CLI, given the same URL, reads the new primary.
+    [status] = [h for h in e2e.status()["handlers"] if h["name"] == handler]
+    assert status["pending"] == 0 and status["node"] is None
     print(f"promoted {promoted_after:.1f}s after the kill; "
           f"{sum(times.values()) - len(times)} messages handled twice")
     run.signal(signal.SIGTERM)
