@@ -277,6 +277,26 @@ def _sentinel_kwargs(topology: Topology, node: dict[str, Any],
     return kwargs
 
 
+class _AsyncSentinelClient(aioredis.Redis):
+    """The primary's client; closing it closes its connections to the sentinels too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
+class _SentinelClient(redis.Redis):
+    """The primary's blocking client; closing it closes its connections to the sentinels."""
+
+    def close(self) -> None:
+        super().close()
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            sentinel.close()
+
+
 class _BlockingSentinelPool(AsyncSentinelPool, aioredis.BlockingConnectionPool):
     """Sentinel's pool (connections go to the primary the sentinels name) that, full, makes
     a command wait for a connection, as :func:`connect`'s pools do."""
@@ -289,10 +309,11 @@ def _async_sentinel(topology: Topology, url: str, options: dict[str, Any],
                              sentinel_kwargs=_sentinel_kwargs(topology, node, options))
     if wait_for_connection:
         client: aioredis.Redis = sentinel.master_for(
-            topology.service, redis_class=aioredis.Redis,
+            topology.service, redis_class=_AsyncSentinelClient,
             connection_pool_class=_BlockingSentinelPool, timeout=CONNECTION_WAIT, **node)
     else:
-        client = sentinel.master_for(topology.service, redis_class=aioredis.Redis, **node)
+        client = sentinel.master_for(topology.service, redis_class=_AsyncSentinelClient,
+                                     **node)
     return client
 
 
@@ -300,6 +321,6 @@ def _sync_sentinel(topology: Topology, url: str, options: dict[str, Any]) -> red
     node = {**_node_kwargs(topology, url), **options}
     sentinel = Sentinel(list(topology.seeds),
                         sentinel_kwargs=_sentinel_kwargs(topology, node, options))
-    client: redis.Redis = sentinel.master_for(topology.service, redis_class=redis.Redis,
+    client: redis.Redis = sentinel.master_for(topology.service, redis_class=_SentinelClient,
                                               **node)
     return client

@@ -20,7 +20,11 @@ SERVICE = "seawall-primary"
 class LocalSentinel:
     """``url`` is a ``redis+sentinel://`` URL naming the three sentinels and the service."""
 
-    def __init__(self, sentinels: int = 3) -> None:
+    def __init__(self, sentinels: int = 3, *, password: str | None = None,
+                 sentinel_password: str | None = None) -> None:
+        """``password``: the data nodes require it (and the replica and sentinels use it);
+        ``sentinel_password``: the sentinels require it of their clients."""
+        self.password, self.sentinel_password = password, sentinel_password
         server = shutil.which("redis-server")
         if server is None:
             raise FileNotFoundError("redis-server must be on PATH")
@@ -47,6 +51,8 @@ class LocalSentinel:
                 with redis.Redis(port=port, socket_timeout=0.5) as client:
                     client.ping()
                 return
+            except redis.AuthenticationError:
+                return  # up, and asking for a password
             except (redis.RedisError, OSError):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server {args} did not start") from None
@@ -60,6 +66,8 @@ class LocalSentinel:
                 "no", "--dir", str(directory), "--logfile", "redis.log"]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         self._spawn(port, args)
         return port
 
@@ -73,14 +81,18 @@ class LocalSentinel:
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
             f"sentinel failover-timeout {SERVICE} 10000\n"
-            f"sentinel parallel-syncs {SERVICE} 1\n")
+            f"sentinel parallel-syncs {SERVICE} 1\n"
+            + (f"sentinel auth-pass {SERVICE} {self.password}\n" if self.password else "")
+            + (f"requirepass {self.sentinel_password}\n"
+               f"sentinel sentinel-pass {self.sentinel_password}\n"
+               if self.sentinel_password else ""))
         self._spawn(port, [str(config), "--sentinel"])
         return port
 
     def _wait_synced(self, port: int, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            with redis.Redis(port=port) as client:
+            with redis.Redis(port=port, password=self.password) as client:
                 if client.info("replication").get("master_link_status") == "up":
                     return
             if time.monotonic() > deadline:
@@ -93,7 +105,8 @@ class LocalSentinel:
         while True:
             ready = 0
             for port in self.sentinels:
-                with redis.Redis(port=port, decode_responses=True) as client:
+                with redis.Redis(port=port, decode_responses=True,
+                                 password=self.sentinel_password) as client:
                     master = client.sentinel_master(SERVICE)
                     if int(master.get("num-slaves", 0)) >= 1 and \
                             int(master.get("num-other-sentinels", 0)) >= len(self.sentinels) - 1:
@@ -107,11 +120,14 @@ class LocalSentinel:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}"
+        auth = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{auth}{hosts}/{SERVICE}{query}"
 
     def primary_port(self) -> int:
         """The primary the sentinels name now."""
-        with redis.Redis(port=self.sentinels[0], decode_responses=True) as client:
+        with redis.Redis(port=self.sentinels[0], decode_responses=True,
+                         password=self.sentinel_password) as client:
             _, port = client.sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
@@ -124,9 +140,11 @@ class LocalSentinel:
         """Start the killed node again on its port, empty; the sentinels make it a replica
         of the primary they now name."""
         directory = self.directory / str(port)
+        password = ["--requirepass", self.password, "--masterauth", self.password] \
+            if self.password else []
         self._spawn(port, ["--port", str(port), "--bind", "127.0.0.1", "--save", "",
                            "--appendonly", "no", "--dir", str(directory), "--logfile",
-                           "redis-again.log"])
+                           "redis-again.log", *password])
 
     def stop(self) -> None:
         for process in self.processes.values():
