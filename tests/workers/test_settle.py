@@ -410,6 +410,81 @@ async def test_a_dead_letter_without_an_error_records_its_reason(
         b"RuntimeError", b"rejected by an operator")
 
 
+async def test_a_dead_letter_whose_entry_was_trimmed_meanwhile_keeps_its_fields(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    h = Harness(aredis, keys)
+    call = await h.deliver(_fields(13, **{"x-tenant": "acme"}))
+    kept = await h.deliver(_fields(14))
+    # Given an entry trimmed from its stream while pending (the script cannot read its
+    # fields there) and another one still in it,
+    await aredis.xdel(keys.stream, call.entry_id)
+    error = _raised(NonRetryable("no such order"))
+
+    h.settler.settle(call, Outcome.dead_letter(error, "non-retryable: NonRetryable"))
+    h.settler.settle(kept, Outcome.dead_letter(error, "non-retryable: NonRetryable"))
+    await h.acker.flush()
+    await h.acker.flush()  # (the letter sent again, with its fields)
+
+    # both are dead letters with their original fields, nothing pending, counted once.
+    letters = {f[b"id"]: f for f in await h.dead_letters()}
+    assert set(letters) == {b"m13", b"m14"}
+    assert letters[b"m13"][b"x-tenant"] == b"acme"
+    assert letters[b"m13"][b"payload"] == b'{"n": 13}'
+    assert letters[b"m13"][b"dlq_entry_id"] == call.entry_id.encode()
+    assert letters[b"m13"][b"dlq_error"] == letters[b"m14"][b"dlq_error"] == b"no such order"
+    assert await h.pending() == 0
+    assert await aredis.hgetall(keys.dlq_counts) == {b"NonRetryable": b"2"}
+
+
+async def test_a_flood_of_invalid_payloads_says_what_is_wrong_without_the_inputs(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    from pydantic import BaseModel, ValidationError
+
+    from workers.retry import gives_up_at_once
+
+    class Order(BaseModel):
+        n: int
+
+    def invalid(payload: bytes) -> Outcome:
+        try:
+            Order.model_validate_json(payload)
+        except ValidationError as exc:
+            verdict = gives_up_at_once(exc)
+            assert verdict is not None
+            return Outcome.dead_letter(exc, verdict.reason)
+        raise AssertionError("must fail")
+
+    h = Harness(aredis, keys)
+    # Given many messages of one wrong schema and one that is not JSON,
+    calls = [await h.deliver({"payload": f'{{"n": "#{i}"}}', "id": f"m{i}"}) for i in range(30)]
+    junk = await h.deliver({"payload": "not json", "id": "junk"})
+
+    for i, call in enumerate(calls):
+        h.settler.settle(call, invalid(f'{{"n": "#{i}"}}'.encode()))
+    h.settler.settle(junk, invalid(b"not json"))
+    await h.acker.flush()
+
+    # then each is a dead letter whose error names the field and what is wrong with it
+    # (the payload, kept whole, has the input), with the whole traceback,
+    letters = {f[b"id"].decode(): f for f in await h.dead_letters()}
+    assert len(letters) == 31
+    for i in range(30):
+        letter = letters[f"m{i}"]
+        assert letter[b"payload"] == f'{{"n": "#{i}"}}'.encode()
+        assert letter[b"dlq_error_type"] == b"ValidationError"
+        assert letter[b"dlq_reason"] == b"invalid payload: validation failed"
+        assert letter[b"dlq_error"] == (
+            b"1 validation error for Order\nn\n  Input should be a valid integer, unable to "
+            b"parse string as an integer [type=int_parsing]")
+        assert letter[b"dlq_traceback"].startswith(b"Traceback (most recent call last):")
+        assert letter[b"dlq_traceback"].endswith(letter[b"dlq_error"] + b"\n")
+    assert letters["junk"][b"dlq_reason"] == b"undecodable payload: not valid JSON"
+    assert letters["junk"][b"dlq_error"].startswith(
+        b"1 validation error for Order\n  Invalid JSON: ")
+    assert await h.pending() == 0
+    assert await aredis.hgetall(keys.dlq_counts) == {b"ValidationError": b"31"}
+
+
 # -- several at once -----------------------------------------------------------------------
 
 
