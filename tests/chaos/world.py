@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,10 @@ class World:
         steps = {step: self._runs(step) for step in SAGA_STEPS}
         for step_runs in steps.values():
             row.duplicates += sum(c - 1 for c in step_runs.values() if c > 1)
+        finals = Counter(states.values())
+        row.notes.append(f"sagas: {finals['completed']} completed, "
+                         f"{finals['compensated']} compensated, "
+                         f"{sagas - finals['completed'] - finals['compensated']} other")
         for n, state in states.items():
             want = "compensated" if declined(n) else "completed"
             if state == want:
