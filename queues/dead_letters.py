@@ -185,19 +185,18 @@ _ENTRY_ID_B, _ATTEMPTS_B = _name(ENTRY_ID), _name(ATTEMPTS)
 _FIRST_FAILED_AT_B, _FAILED_AT_B = _name(FIRST_FAILED_AT), _name(FAILED_AT)
 
 
-def _own(original_fields: Mapping[bytes, bytes] | None, origin_entry_id: str, attempts: int,
+def _own(original_fields: Mapping[bytes, bytes], origin_entry_id: str, attempts: int,
          first_failed_at_ms: int | None, failed_at_ms: int) -> Pairs:
-    """A dead letter's fields of its own: the original ones (stale ``dlq_*`` dropped; none
-    if None), the entry id of origin, attempts and times."""
+    """A dead letter's fields of its own: the original ones (stale ``dlq_*`` dropped), the
+    entry id of origin, attempts and times."""
+    names = _NAMES
     parts: list[bytes] = []
-    if original_fields is not None:
-        names = _NAMES
-        for name, value in original_fields.items():
-            packed = names.get(name)
-            if packed is None:
-                packed = _packed_name(name)
-            if packed:
-                parts += (packed, _LENGTH(len(value)), value)
+    for name, value in original_fields.items():
+        packed = names.get(name)
+        if packed is None:
+            packed = _packed_name(name)
+        if packed:
+            parts += (packed, _LENGTH(len(value)), value)
     origin = origin_entry_id.encode()
     tried = b"%d" % attempts
     failed = b"%d" % failed_at_ms
@@ -208,34 +207,28 @@ def _own(original_fields: Mapping[bytes, bytes] | None, origin_entry_id: str, at
     return Pairs(len(parts) // 3, b"".join(parts))
 
 
-_LETTER_HEAD = struct.Struct(">HBI").pack
+_LETTER_HEAD = struct.Struct(">HI").pack
 
 
-def letter(entry_id: str, fields: Pairs, failure: int = 0, *, complete: bool = True) -> bytes:
+def letter(entry_id: str, fields: Pairs, failure: int = 0) -> bytes:
     """One dead letter in a batch's letters (:func:`queue_dead_letters`): the number of its
-    shared part (0: none), whether it carries the message's original fields (``complete``;
-    else the script reads them from the stream), the entry id, then its fields."""
+    shared part (0: none), the entry id, then its fields (with no shared part, every one)."""
     eid = entry_id.encode()
-    return b"".join((_LETTER_HEAD(failure, complete, len(eid)), eid, _LENGTH(fields.count),
-                     fields.body))
+    return b"".join((_LETTER_HEAD(failure, len(eid)), eid, _LENGTH(fields.count), fields.body))
 
 
-def pack_letter(original_fields: Mapping[bytes, bytes] | None, *, entry_id: str,
-                failure: int, origin_entry_id: str, attempts: int,
-                first_failed_at_ms: int | None, failed_at_ms: int,
-                rest: Pairs | None = None) -> bytes:
-    """The dead letter of ``entry_id`` in a batch's letters, with its own fields:
-    ``dlq_entry_id``, ``dlq_attempts``, ``dlq_first_failed_at`` and ``dlq_failed_at``, and
-    the original ones (any stale ``dlq_*`` dropped), or with ``original_fields`` None, none:
-    ``dead_letter.lua`` then reads them from the stream, where the entry still is (the
-    client neither packs nor sends them; if the entry is gone, the script says so and the
-    letter is sent again with them). The rest is its shared part number ``failure``
-    (:func:`pack_failure`, sent once per batch), or, with ``failure`` 0, the fields
-    ``rest`` (:func:`failure_pairs`) carried in the letter itself."""
+def pack_letter(original_fields: Mapping[bytes, bytes], *, entry_id: str, failure: int,
+                origin_entry_id: str, attempts: int, first_failed_at_ms: int | None,
+                failed_at_ms: int, rest: Pairs | None = None) -> bytes:
+    """The dead letter of ``entry_id`` in a batch's letters, with its own fields: the
+    original ones (any stale ``dlq_*`` dropped), ``dlq_entry_id``, ``dlq_attempts``,
+    ``dlq_first_failed_at`` and ``dlq_failed_at``; the rest is its shared part number
+    ``failure`` (:func:`pack_failure`, sent once per batch), or, with ``failure`` 0, the
+    fields ``rest`` (:func:`failure_pairs`) carried in the letter itself."""
     own = _own(original_fields, origin_entry_id, attempts, first_failed_at_ms, failed_at_ms)
     if rest is not None:
         own = Pairs(own.count + rest.count, own.body + rest.body)
-    return letter(entry_id, own, failure, complete=original_fields is not None)
+    return letter(entry_id, own, failure)
 
 
 def failure_pairs(constant: Pairs, *, error_type: str, error: str, traceback: str,
@@ -297,15 +290,10 @@ async def dead_letter(
     return reply[0] is not None
 
 
-Letter = tuple[int, bytes, bytes, object]
+Letter = tuple[int, bytes, bytes]
 """One dead letter of a batch: the number of its shared part (0: none), that part
-(:func:`pack_failure`; b"" for none), the letter (:func:`pack_letter` or :func:`letter`),
-and anything the caller wants to find again with the script's reply (not sent). A shared
-part's number stands for the same part wherever it is used in one batch."""
-
-GONE = 0
-"""The script's reply for a letter without its original fields whose entry is no longer in
-the stream (trimmed or deleted while pending): nothing was done; send it again with them."""
+(:func:`pack_failure`; b"" for none) and the letter (:func:`pack_letter` or :func:`letter`).
+A shared part's number stands for the same part wherever it is used in one batch."""
 
 
 def queue_dead_letters(pipe: Any, *, source_stream: str, group: str, dlq_key: str,
@@ -313,11 +301,10 @@ def queue_dead_letters(pipe: Any, *, source_stream: str, group: str, dlq_key: st
     """Add one ``dead_letter.lua`` call for a batch to ``pipe``: each shared part once, and
     the letters together as one argument (redis-py packs each argument of a command
     separately, at a cost that grows with the command: one per letter cost more than the
-    rest of a dead letter). Its reply has, per letter in order, the dead letter's id, None
-    (the entry was no longer pending) or :data:`GONE`."""
+    rest of a dead letter)."""
     shared: dict[int, bytes] = {}
     records: list[bytes] = []
-    for failure, common, record, _ in letters:
+    for failure, common, record in letters:
         if failure and failure not in shared:
             shared[failure] = common
         records.append(record)
@@ -599,7 +586,6 @@ async def count_by_error_type(
 
 
 __all__ = [
-    "GONE",
     "METADATA_FIELDS",
     "DeadLetter",
     "Letter",

@@ -14,16 +14,13 @@
 --          error, its traceback, the reason), packed (fields_lib.lua's text or binary
 --          packing): a flood of one failure sends and unpacks them once per batch
 -- ARGV[4+2S] the letters, one after the other, each (big-endian): the number of its shared
---          part (2 bytes, 0 for none); 1 if it carries the message's original fields, 0 to
---          read them from the source stream (1 byte); the entry id (4-byte length, bytes);
---          then its own fields as fields_lib's binary pairs (4-byte count, then each name
---          and value as a 4-byte length and bytes): the entry id of origin, attempts, times,
---          the original fields if it carries them; every field when it has no shared part.
---          One argument for the batch: the client packs one, not one per letter.
--- Returns, per letter, the dead letter's id; false (nil) if the entry was no longer
--- pending (already acked): the message is then kept once, where it is, never twice; or 0
--- for a letter without its original fields whose entry is no longer in the stream (trimmed
--- or deleted while pending): nothing done, the client sends it again with them.
+--          part (2 bytes, 0 for none), the entry id (4-byte length, bytes), then its own
+--          fields as fields_lib's binary pairs (4-byte count, then each name and value as
+--          a 4-byte length and bytes): the original ones, the entry id of origin, attempts,
+--          times; every field when it has no shared part. One argument for the batch:
+--          the client packs one, not one per letter.
+-- Returns, per letter, the dead letter's id, or false (nil) if the entry was no longer
+-- pending (already acked): the message is then kept once, where it is, never twice.
 -- (unpacked(), binary_pairs() and error_type_field() come from fields_lib.lua, which
 -- queues/scripts.py puts in front.)
 local parts = tonumber(ARGV[3])
@@ -35,43 +32,17 @@ for s = 0, parts - 1 do
   shared_type[number] = error_type_field(fields)
 end
 local letters = ARGV[4 + 2 * parts]
-local out, counted, types, kept = {}, {}, {}, {}
+local out, counted, types = {}, {}, {}
 local at, size = 1, #letters
 while at <= size do
-  local s, complete, entry_id, count, start = struct.unpack('>I2BI4c0I4', letters, at)
-  local fields, entry
+  local s, entry_id, count, start = struct.unpack('>I2I4c0I4', letters, at)
+  local fields
   fields, at = binary_pairs(letters, count, start)
-  if complete == 0 then
-    entry = redis.call('XRANGE', KEYS[1], entry_id, entry_id)[1]
-  end
-  if complete == 0 and entry == nil then
-    out[#out + 1] = 0
-  elseif redis.call('XACK', KEYS[1], ARGV[1], entry_id) == 0 then
+  if redis.call('XACK', KEYS[1], ARGV[1], entry_id) == 0 then
     out[#out + 1] = false
   else
     if ARGV[2] == '1' then
       redis.call('XDEL', KEYS[1], entry_id)
-    end
-    if complete == 0 then
-      -- the original fields first, as the stream has them (stale dlq_* names dropped)
-      local original, own, n = entry[2], fields, 0
-      fields = {}
-      for f = 1, #original, 2 do
-        local name = original[f]
-        local keep = kept[name]
-        if keep == nil then
-          keep = string.sub(name, 1, 4) ~= 'dlq_'
-          kept[name] = keep
-        end
-        if keep then
-          fields[n + 1] = name
-          fields[n + 2] = original[f + 1]
-          n = n + 2
-        end
-      end
-      for k = 1, #own do
-        fields[n + k] = own[k]
-      end
     end
     local error_type = nil
     if s > 0 then

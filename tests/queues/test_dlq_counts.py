@@ -78,21 +78,20 @@ def seed(client: redis.Redis, rec: HandlerRecord, error_types: list[str],
         assert len(entries) == len(part)
         pipe = client.pipeline(transaction=False)
         for b in range(0, len(part), batch):
-            # as the runtime sends them: a part shared by the letters of each error type
-            # (the original fields read from the stream, or in the letter), and some with
-            # every field in the letter, no shared part
+            # as the runtime sends them: a part shared by the letters of each error type,
+            # and some with every field in the letter, no shared part
             letters = [
                 (0, b"", pack_letter(
                     fields, entry_id=eid.decode(), failure=0, origin_entry_id=eid.decode(),
                     attempts=3, first_failed_at_ms=None, failed_at_ms=1,
                     rest=failure_pairs(constant, error_type=error_type, error="boom",
                                        traceback="Traceback: ...",
-                                       reason="attempts exhausted")), None)
+                                       reason="attempts exhausted")))
                 if i % 5 == 0 else
                 (number[error_type], failure[error_type], pack_letter(
-                    None if i % 2 else fields, entry_id=eid.decode(),
-                    failure=number[error_type], origin_entry_id=eid.decode(), attempts=3,
-                    first_failed_at_ms=None, failed_at_ms=1), None)
+                    fields, entry_id=eid.decode(), failure=number[error_type],
+                    origin_entry_id=eid.decode(), attempts=3, first_failed_at_ms=None,
+                    failed_at_ms=1))
                 for i, ((eid, fields), error_type) in enumerate(zip(
                     entries[b : b + batch], part[b : b + batch], strict=True))]
             queue_dead_letters(pipe, source_stream=keys.stream, group=keys.group,

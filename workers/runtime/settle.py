@@ -28,7 +28,6 @@ from pydantic import ValidationError
 
 from queues.commit import Pending
 from queues.dead_letters import (
-    GONE,
     Letter,
     Pairs,
     dead_letter_fields,
@@ -178,8 +177,8 @@ class Settler:
         self._packed_failures: dict[tuple[Any, ...], tuple[int, bytes, Pairs]] = {}
         """(where raised, text, reason) -> the dead letters' shared part (pack_failure)
         and its number."""
-        self._batches: dict[str, tuple[tuple[str, str, str], Any, Any]] = {}
-        """Source stream -> its dead letters' batch key, queueing and reply functions."""
+        self._batches: dict[str, tuple[tuple[str, str, str], Any]] = {}
+        """Source stream -> its dead letters' batch key and queueing function."""
 
     def settle(self, call: Call, outcome: Outcome) -> None:
         """Queue what ``outcome`` means for ``call``'s message; never raises."""
@@ -307,45 +306,22 @@ class Settler:
         if batch is None:
             batch = self._batches[source] = self._batch_of(source)
         failure, shared, pairs = self.packed_failure(outcome)
-        # (the original fields stay out: the script reads them from the stream)
-        record = pack_letter(None, entry_id=envelope.entry_id, failure=failure,
-                             origin_entry_id=envelope.origin_entry_id,
-                             attempts=envelope.attempt,
-                             first_failed_at_ms=envelope.first_failed_at_ms,
-                             failed_at_ms=int(time.time() * 1000),
-                             rest=None if failure else pairs)
-        self.acker.batch(batch[0], (failure, shared, record, (envelope, pairs)), batch[1],
-                         batch[2])
-        self.log_dead_letter(envelope, outcome)
-
-    def _batch_of(self, source: str) -> tuple[tuple[str, str, str], Any, Any]:
-        """The batch key of dead letters from ``source``, the function that queues a batch
-        of them (one ``dead_letter.lua`` call) and the one that reads its reply: a letter
-        whose entry left the stream while pending (trimmed) is sent again with the
-        original fields, which the script could not read."""
-        group, dlq, drop = self.group, self.keys.dlq, source == self.keys.retry
-
-        def queue(pipe: Any, letters: list[Letter]) -> list[Letter]:
-            queue_dead_letters(pipe, source_stream=source, group=group, dlq_key=dlq,
-                               letters=letters, drop_source=drop)
-            return letters
-
-        def read(letters: list[Letter], reply: Any) -> None:
-            for (failure, shared, _, sent), added in zip(letters, reply, strict=False):
-                if added == GONE and isinstance(sent, tuple):
-                    self._send_whole(key, failure, shared, *sent)
-
-        key = ("dead-letter", source, dlq)
-        return key, queue, read
-
-    def _send_whole(self, key: tuple[str, str, str], failure: int, shared: bytes,
-                    envelope: Envelope, pairs: Pairs) -> None:
-        """Dead-letter ``envelope`` again, with the original fields in its letter."""
         record = pack_letter(envelope.fields, entry_id=envelope.entry_id, failure=failure,
                              origin_entry_id=envelope.origin_entry_id,
                              attempts=envelope.attempt,
                              first_failed_at_ms=envelope.first_failed_at_ms,
                              failed_at_ms=int(time.time() * 1000),
                              rest=None if failure else pairs)
-        _, queue, read = self._batches[key[1]]
-        self.acker.batch(key, (failure, shared, record, None), queue, read)
+        self.acker.batch(batch[0], (failure, shared, record), batch[1])
+        self.log_dead_letter(envelope, outcome)
+
+    def _batch_of(self, source: str) -> tuple[tuple[str, str, str], Any]:
+        """The batch key of dead letters from ``source`` and the function that queues a
+        batch of them (one ``dead_letter.lua`` call)."""
+        group, dlq, drop = self.group, self.keys.dlq, source == self.keys.retry
+
+        def queue(pipe: Any, letters: list[Letter]) -> None:
+            queue_dead_letters(pipe, source_stream=source, group=group, dlq_key=dlq,
+                               letters=letters, drop_source=drop)
+
+        return ("dead-letter", source, dlq), queue
