@@ -151,13 +151,24 @@ def half_open(directory: Path) -> Row:
 
 # -- (5) partitions during a DLQ replay, a breaker probe, a saga's compensation -----------
 
-def _replay(world: World) -> subprocess.CompletedProcess[str]:
+def _replay(world: World, rate: float, *, cut_after: float | None = None) -> int:
+    """``seawall dlq replay --all --rate RATE`` of the flaky handler through the proxy;
+    with ``cut_after``, a 3 s partition that many seconds into it. Returns its exit code."""
     handler = world.names.handler("flaky")
-    return subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "workers", "dlq", "replay", "-H", handler, "--all", "-y",
-         "--rate", "200", "--redis-url", world.proxy.url()],
-        env=world.env(), cwd=world.directory, capture_output=True, text=True, timeout=120,
-        check=False, stdin=subprocess.DEVNULL)
+         "--rate", str(rate), "--redis-url", world.proxy.url()],
+        env=world.env(), cwd=world.directory, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        if cut_after is not None:
+            time.sleep(cut_after)
+            world.proxy.partition(3.0)
+        return process.wait(180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 def partition_during_operations(directory: Path) -> Row:
@@ -182,18 +193,18 @@ def partition_during_operations(directory: Path) -> Row:
         # Replay through the proxy; cut it off a moment after it starts; run it again
         # until nothing is left (a replay cut off half-way leaves each entry either
         # replayed or still a dead letter).
-        runs = 0
+        runs, codes = 0, []
         while True:
             runs += 1
-            if runs == 1:
-                world.proxy.partition(3.0)
-            done = _replay(world)
+            # (slow enough to last about 6 s: the partition lands in the middle of it)
+            codes.append(_replay(world, max(2.0, dead / 6), cut_after=2.0 if runs == 1
+                                 else None))
             with world.client() as client:
                 if client.xlen(flaky.dlq) == 0 or runs >= 20:
                     break
             time.sleep(1.0)
-        row.notes.append(f"dlq replay run {runs} times (last exit {done.returncode}), "
-                         f"{time.monotonic() - began:.0f}s in")
+        row.notes.append(f"dlq replay cut off 2 s in, run {runs} times (exit codes "
+                         f"{codes}), {time.monotonic() - began:.0f}s in")
         # The breaker: its dependency fails until it opens; partition when it goes
         # half-open and lets its probe through.
         world.set_flag("down", True)
