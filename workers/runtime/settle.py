@@ -306,6 +306,11 @@ class Settler:
         if batch is None:
             batch = self._batches[source] = self._batch_of(source)
         failure, shared, pairs = self.packed_failure(outcome)
+        if outcome.error is not None:
+            # Its traceback is in the dead letter now, as text. The live one would keep
+            # the frames it went through (and their locals) until the flush: a few more
+            # objects per message for the garbage collector to go over, in a flood.
+            outcome.error.__traceback__ = None
         record = pack_letter(envelope.fields, entry_id=envelope.entry_id, failure=failure,
                              origin_entry_id=envelope.origin_entry_id,
                              attempts=envelope.attempt,
