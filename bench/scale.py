@@ -15,6 +15,9 @@ Rows:
   ``--max 1000000``);
 - handlers per pool process: 1, 10 and 50, each on a stream of its own, the ``--n``
   messages spread evenly over them;
+- handlers per stream: 1, 10 and 50 handlers on one stream, each in its own consumer
+  group, so each reads every entry: ``--n`` / handlers entries, ``--n`` messages handled
+  in all (the same work as the row above, on one stream instead of one each);
 - idle handlers: 1 busy handler beside 49 idle ones, all ``--n`` messages on the busy one;
 - paths, 1 handler, ``--n`` messages: ok, dead letter (every message fails validation),
   retry (every message fails once, retried with ``wait_none``), idempotent
@@ -92,17 +95,19 @@ def _commandstats(client: redis.Redis) -> Counter[str]:
     return out
 
 
-def _env(url: str, prefix: str, handlers: int, mode: str) -> dict[str, str]:
+def _env(url: str, prefix: str, handlers: int, mode: str,
+         shared: bool = False) -> dict[str, str]:
     return dict(os.environ, SCALE_PREFIX=prefix, SCALE_HANDLERS=str(handlers), SCALE_MODE=mode,
-                SEAWALL_REDIS_URL=url,
+                SCALE_SHARED="1" if shared else "0", SEAWALL_REDIS_URL=url,
                 PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 
-def _start_pool(url: str, prefix: str, handlers: int, mode: str) -> subprocess.Popen[bytes]:
+def _start_pool(url: str, prefix: str, handlers: int, mode: str,
+                shared: bool = False) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "workers.runtime.process", "bench.scale_app:app", "scale", "0",
          "--log-level", "WARNING", "--log-format", "json"],
-        env=_env(url, prefix, handlers, mode), cwd=ROOT,
+        env=_env(url, prefix, handlers, mode, shared), cwd=ROOT,
         stderr=None if os.environ.get("SCALE_DEBUG") else subprocess.DEVNULL)
 
 
@@ -154,17 +159,24 @@ def _profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def drain(client: redis.Redis, url: str, *, group: str, name: str, handlers: int,
-          spread: list[int], mode: str = "ok", invalid: bool = False,
+          spread: list[int], mode: str = "ok", invalid: bool = False, shared: bool = False,
           profile: Path | None = None, timeout: float = 1800.0) -> Row:
-    """Publish ``spread[i]`` messages to handler i's stream, start the pool, time the drain."""
+    """Publish ``spread[i]`` messages to handler i's stream, start the pool, time the drain.
+    ``shared``: every handler on one stream, ``spread[0]`` entries, each read by all."""
     prefix = f"scale{uuid.uuid4().hex[:8]}"
-    streams = [f"{prefix}-{i}" for i in range(handlers)]
-    busy = [(s, HandlerKeys(s, f"scale.h{i}"), spread[i])
-            for i, s in enumerate(streams) if spread[i]]
-    total = sum(spread)
-    for stream, _, n in busy:
-        _publish(client, stream, n, invalid=invalid)
-    proc = _start_pool(url, prefix, handlers, mode)
+    if shared:
+        stream = f"{prefix}-0"
+        busy = [(stream, HandlerKeys(stream, f"scale.h{i}"), spread[0])
+                for i in range(handlers)]
+        _publish(client, stream, spread[0], invalid=invalid)
+    else:
+        streams = [f"{prefix}-{i}" for i in range(handlers)]
+        busy = [(s, HandlerKeys(s, f"scale.h{i}"), spread[i])
+                for i, s in enumerate(streams) if spread[i]]
+        for stream, _, n in busy:
+            _publish(client, stream, n, invalid=invalid)
+    total = sum(n for _, _, n in busy)
+    proc = _start_pool(url, prefix, handlers, mode, shared)
     spy: subprocess.Popen[bytes] | None = None
     try:
         t0: float | None = None
@@ -324,6 +336,8 @@ def run(args: argparse.Namespace, url: str) -> None:
     for h in () if profiling else (1, 10, 50):
         add("handlers", f"{h} handlers, {n // h} msgs each", h,
             [n // h + (1 if i < n % h else 0) for i in range(h)])
+    for h in () if profiling else (1, 10, 50):
+        add("stream", f"{h} handlers on 1 stream, {n // h} entries", h, [n // h], shared=True)
     if not profiling:
         add("idle", "1 busy + 49 idle handlers", 50, [n] + [0] * 49)
     paths = [("ok", "ok", False), ("dead letter (all invalid)", "ok", True),

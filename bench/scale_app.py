@@ -1,5 +1,7 @@
 """The app ``bench/scale.py`` drains: SCALE_HANDLERS async no-op handlers on one pool
-process, each on a stream of its own (``<SCALE_PREFIX>-<i>``, handler ``scale.h<i>``).
+process, each on a stream of its own (``<SCALE_PREFIX>-<i>``, handler ``scale.h<i>``), or,
+with ``SCALE_SHARED=1``, all on the one stream ``<SCALE_PREFIX>-0``, each in its own
+consumer group (every entry is handled once by each handler).
 
 SCALE_MODE picks the path every message takes: ``ok`` (validated, acked), ``fail_once``
 (every message fails its first attempt and is retried at once, ``wait_none``),
@@ -20,6 +22,7 @@ from workers import App, Context
 PREFIX = os.environ.get("SCALE_PREFIX", "scale")
 HANDLERS = int(os.environ.get("SCALE_HANDLERS", "1"))
 MODE = os.environ.get("SCALE_MODE", "ok")
+SHARED = os.environ.get("SCALE_SHARED", "0") == "1"
 if MODE not in {"ok", "fail_once", "idempotent", "followup"}:
     raise SystemExit(f"SCALE_MODE: unknown mode {MODE!r}")
 
@@ -38,11 +41,11 @@ class FailsOnce(Exception):
 
 
 def stream_of(i: int) -> str:
-    return f"{PREFIX}-{i}"
+    return f"{PREFIX}-{0 if SHARED else i}"
 
 
 def _handler(i: int) -> Callable[[Order, Context], Awaitable[None]]:
-    out = f"{stream_of(i)}-out"
+    out = f"{PREFIX}-{i}-out"
 
     async def handle(order: Order, ctx: Context) -> None:
         if MODE == "fail_once" and ctx.attempt == 1:

@@ -69,12 +69,15 @@ def test_throughput_tracing_prints_its_row_beside_the_plain_run() -> None:
 
 def test_scale_prints_its_table() -> None:
     out = run_script("bench/scale.py", "--n", "200", "--max", "500", "--status-handlers", "3",
-                     timeout=120)
+                     timeout=300)
     assert re.search(r"run\s+handlers\s+messages\s+seconds\s+msgs/s\s+CPU us/msg\s+cmds/msg"
                      r"\s+peak RSS MB", out), out
     for name, handlers, messages in (
             ("backlog 500", 1, 500), ("1 handlers, 200 msgs each", 1, 200),
             ("10 handlers, 20 msgs each", 10, 200), ("50 handlers, 4 msgs each", 50, 200),
+            ("1 handlers on 1 stream, 200 entries", 1, 200),
+            ("10 handlers on 1 stream, 20 entries", 10, 200),
+            ("50 handlers on 1 stream, 4 entries", 50, 200),
             ("1 busy + 49 idle handlers", 50, 200), ("ok", 1, 200),
             ("dead letter (all invalid)", 1, 200), ("retry (all fail once)", 1, 200),
             ("idempotent", 1, 200), ("follow-up", 1, 200)):
@@ -83,6 +86,27 @@ def test_scale_prints_its_table() -> None:
     for handlers in (1, 3):
         assert re.search(rf"^seawall status --json \(\d+ registered\)\s+{handlers}\s+0\s+{NUMBER}",
                          out, re.M), out
+
+
+def test_peers_lists_the_settings_it_sweeps() -> None:
+    """--list needs neither Redis nor the peers' virtualenv: every peer has settings, each
+    named by the knobs it sets, in the same order."""
+    done = subprocess.run([sys.executable, "bench/peers.py", "--list"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    blocks = dict(re.findall(r"^(\S+):\n((?:  .+\n)+)", done.stdout, re.M))
+    assert set(blocks) == {"arq", "dramatiq", "taskiq", "faststream", "streaq", "celery"}
+    for peer, knobs in (("arq", ("max_jobs",)),
+                        ("dramatiq", ("processes", "threads", "prefetch", "actor")),
+                        ("taskiq", ("workers", "max_async_tasks", "max_prefetch",
+                                    "xread_count")),
+                        ("faststream", ("workers", "max_workers", "max_records")),
+                        ("streaq", ("concurrency", "prefetch")),
+                        ("celery", ("pool", "concurrency", "prefetch_multiplier"))):
+        lines = blocks[peer].splitlines()
+        assert len(lines) >= 3, blocks[peer]
+        for line in lines:
+            assert [k for k, _ in re.findall(r"(\w+) (\w+)", line)] == list(knobs), line
 
 
 def test_capacity_prints_its_table_and_model() -> None:
