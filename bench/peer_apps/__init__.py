@@ -4,6 +4,9 @@ The modules below this package import their framework, so only the peers' own vi
 (``bench/.peers-venv``) runs them; this ``__init__`` imports nothing but pydantic and redis,
 so ``bench/peers.py`` (in the project's venv) can share the names defined here.
 
+The setting a run measures (``bench/peers.py``'s sweep) reaches an app as ``BENCH_<KNOB>``
+variables, read with ``setting``.
+
 Every key a run leaves in Redis contains its run id (``BENCH_PEER_RUN``): the queue, stream
 or namespace of peer ``P`` is ``queue_name(run, P)``, and the clean-up deletes ``*<run>*``.
 """
@@ -19,9 +22,13 @@ from pydantic import BaseModel
 RUN = os.environ.get("BENCH_PEER_RUN", "bench-peer-local")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 N = int(os.environ.get("BENCH_N", "1000"))
-CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "200"))
 GROUP = "bench"
 """Consumer group of the stream-based peers (taskiq, faststream)."""
+
+
+def setting(knob: str, default: int) -> int:
+    """The value of a knob of the setting under measure (``BENCH_<KNOB>``), or ``default``."""
+    return int(os.environ.get(f"BENCH_{knob.upper()}", default))
 
 
 def queue_name(run: str, peer: str) -> str:

@@ -1,10 +1,11 @@
-"""arq: an async no-op job; one worker with ``max_jobs=CONCURRENCY``.
+"""arq: an async no-op job; one worker with ``max_jobs`` from the setting (BENCH_MAX_JOBS).
 
 ``poll_delay`` is lowered from arq's default 0.5 s to 0.01 s: arq reads at most
-``queue_read_limit`` (= ``max_jobs``) job ids per poll and then sleeps ``poll_delay``, so the
-default caps a worker at ``max_jobs / 0.5 s`` whatever the hardware. ``keep_result=0`` (no
-result key), as seawall stores none. arq's fetch leaves no trace in Redis before the job
-ends, so the handler's first call marks the start (``mark_started``)."""
+``queue_read_limit`` job ids per poll (arq's default: ``max(5 * max_jobs, 100)``) and then
+sleeps ``poll_delay``, so the default caps a worker at ``queue_read_limit / 0.5 s`` whatever
+the hardware. ``keep_result=0`` (no result key), as seawall stores none. arq's fetch leaves
+no trace in Redis before the job ends, so the handler's first call marks the start
+(``mark_started``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Function, func, run_worker
 
-from bench.peer_apps import CONCURRENCY, REDIS_URL, RUN, Order, chunks, mark_started, queue_name
+from bench.peer_apps import REDIS_URL, RUN, Order, chunks, mark_started, queue_name, setting
 
 QUEUE = queue_name(RUN, "arq")
 
@@ -31,7 +32,7 @@ class WorkerSettings:
     functions: ClassVar[list[Function]] = [func(noop, name="noop", keep_result=0)]
     redis_settings = RedisSettings.from_dsn(REDIS_URL)
     queue_name = QUEUE
-    max_jobs = CONCURRENCY
+    max_jobs = setting("max_jobs", 10)
     keep_result = 0
     poll_delay = 0.01
 

@@ -1,5 +1,7 @@
 """Celery with its Redis broker: a sync no-op task (Celery has no async tasks), run by
-``celery worker --pool threads --concurrency T``.
+``celery worker --pool solo|threads|prefork --concurrency C``, with
+``worker_prefetch_multiplier`` from the setting (BENCH_PREFETCH_MULTIPLIER; Celery's
+default 4).
 
 ``task_acks_late``: ack after the task ran, as seawall does; it also keeps each fetched
 message in the ``unacked`` hash until then, which is what ``bench/peers.py`` watches.
@@ -13,7 +15,7 @@ from typing import Any
 
 from celery import Celery
 
-from bench.peer_apps import REDIS_URL, RUN, Order, chunks, queue_name
+from bench.peer_apps import REDIS_URL, RUN, Order, chunks, queue_name, setting
 
 PREFIX = queue_name(RUN, "celery") + ":"
 QUEUE = "bench"
@@ -27,6 +29,7 @@ app.conf.update(
     task_ignore_result=True,
     worker_enable_remote_control=False,
     worker_send_task_events=False,
+    worker_prefetch_multiplier=setting("prefetch_multiplier", 4),
 )
 
 

@@ -1,6 +1,7 @@
-"""FastStream with its Redis broker: a stream subscriber in a consumer group, reading 100
-entries per XREADGROUP, handled by ``max_workers=C`` concurrent tasks; run by
-``faststream run --workers 1``.
+"""FastStream with its Redis broker: a stream subscriber in a consumer group, reading
+``max_records`` entries per XREADGROUP (BENCH_MAX_RECORDS), handled by ``max_workers``
+concurrent tasks (BENCH_MAX_WORKERS; FastStream's default is 1); run by
+``faststream run --workers W``.
 
 ``last_id="0"``: with a group, FastStream otherwise creates it at ``$`` and skips the
 messages enqueued before the worker starts. The ``Order`` annotation makes FastStream
@@ -9,21 +10,22 @@ validate each message with pydantic, as seawall does."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from faststream import FastStream
 from faststream.redis import RedisBroker, StreamSub
 
-from bench.peer_apps import CONCURRENCY, GROUP, REDIS_URL, RUN, Order, chunks, queue_name
+from bench.peer_apps import GROUP, REDIS_URL, RUN, Order, chunks, queue_name, setting
 
 STREAM = queue_name(RUN, "faststream")
 broker = RedisBroker(REDIS_URL)
 app = FastStream(broker)
 
 
-@broker.subscriber(stream=StreamSub(STREAM, group=GROUP, consumer="c1", max_records=100,
-                                    last_id="0"),
-                   max_workers=CONCURRENCY)
+@broker.subscriber(stream=StreamSub(STREAM, group=GROUP, consumer=f"c{os.getpid()}",
+                                    max_records=setting("max_records", 100), last_id="0"),
+                   max_workers=setting("max_workers", 1))
 async def noop(order: Order) -> None:
     pass
 

@@ -1,4 +1,5 @@
-"""streaq: an async no-op task on a ``Worker(concurrency=C)``.
+"""streaq: an async no-op task on a ``Worker(concurrency=C, prefetch=P)`` (BENCH_CONCURRENCY,
+BENCH_PREFETCH; streaq's defaults: 16, and ``prefetch`` = ``concurrency``).
 
 ``ttl=0`` stores no result, as seawall stores none. streaq's CLI sets its logger to INFO,
 a line per task; this module's ``worker`` command runs the same ``run_sync`` at WARNING
@@ -15,10 +16,11 @@ from typing import Any
 
 from streaq import Worker
 
-from bench.peer_apps import CONCURRENCY, REDIS_URL, RUN, Order, chunks, queue_name
+from bench.peer_apps import REDIS_URL, RUN, Order, chunks, queue_name, setting
 
 worker = Worker(redis_url=REDIS_URL, queue_name=queue_name(RUN, "streaq"),
-                concurrency=CONCURRENCY)
+                concurrency=setting("concurrency", 16),
+                prefetch=setting("prefetch", 0) or None)
 
 
 @worker.task(ttl=0, max_tries=1)

@@ -1,5 +1,6 @@
 """taskiq with taskiq-redis's ``RedisStreamBroker`` (a consumer group on one stream), run by
-``taskiq worker --workers 1 --max-async-tasks C``.
+``taskiq worker --workers W --max-async-tasks C --max-prefetch P``; the stream is read
+``xread_count`` entries at a time (BENCH_XREAD_COUNT, taskiq-redis's default 100).
 
 ``consumer_id="0"``: the broker's default ``$`` creates the group at the stream's end, which
 would skip the messages enqueued before the worker starts. taskiq validates the argument
@@ -12,11 +13,11 @@ import sys
 
 from taskiq_redis import RedisStreamBroker
 
-from bench.peer_apps import GROUP, REDIS_URL, RUN, Order, chunks, queue_name
+from bench.peer_apps import GROUP, REDIS_URL, RUN, Order, chunks, queue_name, setting
 
 STREAM = queue_name(RUN, "taskiq")
 broker = RedisStreamBroker(REDIS_URL, queue_name=STREAM, consumer_group_name=GROUP,
-                           consumer_id="0", xread_count=100)
+                           consumer_id="0", xread_count=setting("xread_count", 100))
 
 
 @broker.task(task_name="noop")
