@@ -485,16 +485,15 @@ def main() -> None:
         sweep[p.name] = []
         for s in p.settings if args.sweep_rounds > 0 else p.settings[:1]:
             print(f"sweep: {p.name} {label(s)} ...", file=sys.stderr, flush=True)
-            results: list[Result] = []
+            runs: list[Result] = []
             error: str | None = None
             for _ in range(max(1, args.sweep_rounds)):
                 try:
-                    results.append(measure(p, s))
+                    runs.append(measure(p, s))
                 except Skip as e:
                     error = str(e)
                     break
-            sweep[p.name].append(Tried(s, median_round(results) if error is None else None,
-                                       error))
+            sweep[p.name].append(Tried(s, median_round(runs) if error is None else None, error))
     chosen: dict[str, Setting] = {}
     for p in runnable:
         top = best(sweep[p.name])
