@@ -136,9 +136,13 @@ async def pending_of(
     consumer: str | None = None,
     min_idle_ms: int | None = None,
     count: int = 100,
+    after: str | None = None,
 ) -> list[PendingEntry]:
+    """Pending entries of ``group`` (of one ``consumer``), oldest first; with ``after``,
+    only those with a greater id."""
     rows = await client.xpending_range(
-        stream, group, min="-", max="+", count=count, consumername=consumer, idle=min_idle_ms
+        stream, group, min="-" if after is None else f"({after}", max="+", count=count,
+        consumername=consumer, idle=min_idle_ms
     )
     return [
         PendingEntry(_s(r["message_id"]), _s(r["consumer"]), int(r["time_since_delivered"]),

@@ -28,6 +28,12 @@ from workers.runtime.runner import Runner
 log = logging.getLogger("seawall.consumer")
 
 
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (``1700000000000-3`` -> (1700000000000, 3))."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class HandlerConsumer:
     """Reads one handler's messages in one pool process and hands them to its runner."""
 
@@ -62,6 +68,10 @@ class HandlerConsumer:
         self._idle = True
         """The last read found nothing: the next one waits for messages holding one slot,
         not a batch's worth that the pool's other handlers could be using meanwhile."""
+        self.newest: dict[str, str] = {}
+        """Per stream, the newest entry id this process was handed (read or claimed): an
+        entry pending on this consumer with a greater id came from a call whose reply was
+        lost, so this process never started it (``recovery.recover_lost_reads``)."""
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
@@ -110,6 +120,10 @@ class HandlerConsumer:
         except BaseException:
             self.limiter.release(granted)
             raise
+        if entries:
+            newest = self.newest
+            for envelope in entries:  # (ascending ids per stream: the last is the newest)
+                newest[envelope.source] = envelope.entry_id
         # XREADGROUP's COUNT is per stream: two streams may return up to twice ``granted``.
         extra = len(entries) - granted
         if extra > 0:
@@ -156,6 +170,13 @@ class HandlerConsumer:
                 gate.read(min(limit, len(envelopes)))
                 self.diverted.update((e.source, e.entry_id) for e in envelopes[limit:])
         self.start(envelopes)
+
+    def handed(self, stream: str, entry_ids: list[str]) -> None:
+        """Entries claimed for this process (not read): they may be newer than its reads."""
+        for entry_id in entry_ids:
+            current = self.newest.get(stream)
+            if current is None or id_key(entry_id) > id_key(current):
+                self.newest[stream] = entry_id
 
     def start(self, envelopes: list[Envelope]) -> None:
         """Queue messages whose slots are already taken on the pool's workers."""

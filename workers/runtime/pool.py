@@ -251,12 +251,16 @@ class Pool:
         claim_every = consumer.claim_after / 2
         next_claim = time.monotonic() + claim_every
         recovered = False
+        lost_replies = False
         while True:
             try:
                 if not recovered:
                     await consumer.ensure_groups()
                     await recovery.recover_own(consumer, self._acker_flush)
                     recovered = True
+                if lost_replies:
+                    await recovery.recover_lost_reads(consumer)
+                    lost_replies = False
                 await consumer.fetch(block_ms)
                 self.last_read = time.monotonic()
                 outages = 0
@@ -265,6 +269,7 @@ class Pool:
                     await recovery.claim_abandoned(consumer)
             except REDIS_DOWN as exc:
                 outages += 1
+                lost_replies = True  # (a read may have been answered into a lost reply)
                 self.reconnect_waits += 1
                 delay = _reconnect_delay(outages)
                 log.warning("Redis unreachable; retrying", extra={

@@ -53,6 +53,7 @@ def triage(pending: list[PendingEntry], max_deliveries: int) -> Triage:
 
 async def _entries(consumer: HandlerConsumer, stream: str, ids: list[str]) -> list[Envelope]:
     """Claim ``ids`` to this consumer (counts one delivery each) and return their entries."""
+    consumer.handed(stream, ids)
     return await streams.claim(consumer.client, stream, consumer.group, consumer.consumer, ids)
 
 
@@ -111,6 +112,27 @@ async def recover_own(consumer: HandlerConsumer, flush: Callable[[], Awaitable[N
     if total:
         log.info("recovered pending entries", extra={"handler": consumer.name,
                                                      "count": total})
+    return total
+
+
+async def recover_lost_reads(consumer: HandlerConsumer) -> int:
+    """After Redis went away: entries delivered to this consumer by a read (or claim) whose
+    reply never arrived (the connection was reset, or timed out on a silent link, after
+    Redis had answered). They are pending on this consumer with ids newer than anything
+    this process was handed, so it never started them: run them now rather than after
+    ``claim_after``. (Entries it did start and settle but whose acks have not reached Redis
+    yet are not newer, and are left alone: nothing runs twice for this.)"""
+    total = 0
+    for stream in consumer.streams:
+        pending = await streams.pending_of(
+            consumer.client, stream, consumer.group, consumer=consumer.consumer, count=PAGE,
+            after=consumer.newest.get(stream))
+        pending = [p for p in pending if (stream, p.entry_id) not in consumer.in_flight]
+        if not pending:
+            continue
+        log.info("taking back entries whose read reply was lost",
+                 extra={"handler": consumer.name, "stream": stream, "count": len(pending)})
+        total += await recover(consumer, stream, pending)
     return total
 
 
