@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import redis.asyncio as aioredis
 from e2e.failure_helpers import NO_CLAIM, Lab, PoolRun, where
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ from chaos.proxy import FaultProxy
 from queues.connection import POOL_REPLY_TIMEOUT
 from tests.conftest import REDIS_URL
 
+pytestmark = pytest.mark.slow
 
 class Item(BaseModel):
     n: int

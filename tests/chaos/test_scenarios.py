@@ -11,6 +11,8 @@ import pytest
 from chaos.conftest import ROWS, RUNS
 from chaos.scenarios import SCENARIOS
 
+pytestmark = pytest.mark.slow
+
 RUN_WITHIN = 280.0
 """(under the suite's per-test timeout)"""
 
