@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from redis.exceptions import ResponseError
+
 from queues import streams
 from queues.envelope import Envelope
 from queues.streams import PendingEntry
@@ -124,9 +126,14 @@ async def recover_lost_reads(consumer: HandlerConsumer) -> int:
     yet are not newer, and are left alone: nothing runs twice for this.)"""
     total = 0
     for stream in consumer.streams:
-        pending = await streams.pending_of(
-            consumer.client, stream, consumer.group, consumer=consumer.consumer, count=PAGE,
-            after=consumer.newest.get(stream))
+        try:
+            pending = await streams.pending_of(
+                consumer.client, stream, consumer.group, consumer=consumer.consumer,
+                count=PAGE, after=consumer.newest.get(stream))
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                continue  # (Redis came back without the group: the next read makes it)
+            raise
         pending = [p for p in pending if (stream, p.entry_id) not in consumer.in_flight]
         if not pending:
             continue
