@@ -6,8 +6,9 @@ and every field of the entry except the ones the transport itself rewrites on th
 (:data:`UNSIGNED`). So the payload, ``id``, ``type``, ``published_at``,
 ``correlation_id``, ``causation_id``, the saga fields (``saga``, ``saga_id``, ``step``) and
 any header a producer added are covered: changing one, adding a field, or removing one
-that had a value breaks the signature (a missing field signs as an empty one). Binding the stream means a message signed for ``refunds`` cannot be
-copied into ``payments`` and mean "pay". Left out, because retries, replays and tracing
+that had a value breaks the signature (a missing field signs as an empty one). Binding
+the stream means a message signed for ``refunds`` cannot be copied into ``payments`` and
+mean "pay". Left out, because retries, replays and tracing
 rewrite them and none of them changes what the message asks for:
 
 * ``attempt``, ``first_failed_at``, ``origin_entry_id``: set by retries (``queues.delayed``);
