@@ -43,8 +43,8 @@ from queues.keys import HandlerKeys
 from workers.middleware import Call
 from workers.outcome import Kind, Outcome
 from workers.plugin import HandlerPlugin
+from workers.retry import describe
 from workers.runtime.acker import AckBatcher
-from workers.validation_errors import describe
 
 log = logging.getLogger("seawall.settle")
 HOST = socket.gethostname()
@@ -143,7 +143,7 @@ def formatted_traceback(error: BaseException, text: str | None = None) -> str:
 def error_text(error: BaseException) -> str:
     """What a dead letter says the error was: its ``str``; for a payload's validation
     error, the field errors without their inputs (the payload is in the dead letter), made
-    once per shape (``workers.validation_errors``)."""
+    once per shape (``workers.retry.describe``)."""
     if isinstance(error, ValidationError):
         return describe(error).text
     return str(error)
