@@ -27,6 +27,11 @@ from workers.runtime.runner import Runner
 
 log = logging.getLogger("seawall.consumer")
 
+NOTHING_READ = ("NOGROUP", "UNBLOCKED")
+"""Replies of an XREADGROUP that read nothing and call for reading again: the group is
+gone, or the blocked read was released (``UNBLOCKED``: a replica took over, the key was
+deleted)."""
+
 
 def id_key(entry_id: str) -> tuple[int, int]:
     """A stream entry id as a sortable pair (``1700000000000-3`` -> (1700000000000, 3))."""
@@ -113,7 +118,10 @@ class HandlerConsumer:
                 count=granted, block_ms=block_ms if self._idle else None)
         except ResponseError as exc:
             self.limiter.release(granted)
-            if "NOGROUP" in str(exc):
+            if str(exc).startswith(NOTHING_READ):
+                # The group is gone (Redis came back empty), or a blocked read was cut
+                # short by a failover or by the stream's deletion: nothing was read, so
+                # make sure the groups exist and read again.
                 await self.ensure_groups()
                 return 0
             raise
