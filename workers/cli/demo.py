@@ -48,7 +48,7 @@ import click
 import redis
 
 import workers
-from queues import breaker_store, outcome_counts, restarts, saga_store
+from queues import breaker_store, outcome_counts, registry_store, restarts, saga_store
 from queues.connection import ENV_VAR, answers, connect, connect_sync, redact, server_time_ms_sync
 from queues.dead_letters import count_by_error_type
 from queues.keys import SagaKeys
@@ -482,6 +482,10 @@ def _run_demo(run: _Run, checkout: Any, stops: _Stops, log_path: Path, drain: fl
 def _watch(run: _Run, checkout: Any, child: subprocess.Popen[bytes], stops: _Stops,
            log_path: Path, drain: float, grace: float) -> int:
     click.echo(f"started `seawall run {SHOP}` (pid {child.pid}); worker logs: {log_path}")
+    click.echo("waiting for a process of every pool to start reading")
+    if not _wait_for_workers(run, child, stops):
+        click.echo(f"the workers' pools did not all start within {WORKERS_START_WAIT:g}s; "
+                   "starting anyway", err=True)
     producer = _load_producer(checkout, run.rate)
     producing = threading.Event()
     thread = threading.Thread(target=producer.run, args=(producing,), name="demo-producer",
@@ -517,6 +521,27 @@ def _watch(run: _Run, checkout: Any, child: subprocess.Popen[bytes], stops: _Sto
         click.echo(f"the workers exited with code {exit_code}", err=True)
         return 1
     return 0
+
+
+WORKERS_START_WAIT = 60.0
+"""Seconds the demo waits for a process of every pool before it starts the clock anyway."""
+
+
+def _wait_for_workers(run: _Run, child: subprocess.Popen[bytes], stops: _Stops) -> bool:
+    """Wait until every pool of the shop has a process reading (its heartbeat is in Redis),
+    before the first checkout is published.
+
+    On a slow machine the workers take seconds to import: a short demo would otherwise
+    publish checkouts nobody reads yet, and stop the workers with SIGTERM before they could
+    even install their handler for it (they would die instead of draining)."""
+    pools = {record.pool for record in run.app.records()}
+    deadline = time.monotonic() + WORKERS_START_WAIT
+    while time.monotonic() < deadline and child.poll() is None and not stops.count:
+        beats = registry_store.read_heartbeats_sync(run.client)
+        if pools <= {beat.get("pool") for beat in beats.values()}:
+            return True
+        stops.event.wait(0.1)
+    return False
 
 
 def _tail(path: Path, lines: int = 15) -> str:
