@@ -64,9 +64,11 @@ def _drain(client: Any, procs: list[subprocess.Popen[bytes]], groups: list[tuple
             cpu0 = sum(_cpu_seconds(p.pid) for p in procs)
         if t0 is not None and all(i and i["read"] >= per_stream and i["lag"] == 0
                                   and i["pending"] == 0 for i in infos):
-            return now - t0, sum(_cpu_seconds(p.pid) for p in procs) - cpu0
+            # (at least a millisecond: a tiny input may be drained between two looks)
+            return max(now - t0, 1e-3), sum(_cpu_seconds(p.pid) for p in procs) - cpu0
         for proc in procs:
-            if proc.poll() is not None:
+            # A raw consumer exits 0 once it has read its share: only a failure is early.
+            if proc.poll() not in (None, 0):
                 raise RuntimeError(f"a consumer exited early with code {proc.returncode}")
         time.sleep(0.005)
     raise TimeoutError("drain did not finish")
