@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from queues.envelope import Envelope
 from workers.outcome import Outcome
-from workers.retry import GiveUp, RetryPolicy, decide
+from workers.retry import GiveUp, RetryPolicy, decide, gives_up_at_once
 
 
 class PoisonMessage(Exception):
@@ -21,6 +21,9 @@ def failure_outcome(policy: RetryPolicy, envelope: Envelope, error: BaseExceptio
                     now: float) -> Outcome:
     """Retry (when) or dead letter (why) for ``envelope``, whose latest attempt raised
     ``error`` at ``now`` (wall-clock seconds)."""
+    at_once = gives_up_at_once(error)
+    if at_once is not None:  # (needs no attempt number: a flood of invalid ones stays cheap)
+        return Outcome.dead_letter(error, at_once.reason)
     first_ms = envelope.first_failed_at_ms
     first = first_ms / 1000 if first_ms is not None else now
     decision = decide(policy, attempt=envelope.attempt, first_failed_at=first, now=now,

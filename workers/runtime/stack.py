@@ -35,7 +35,6 @@ from workers.errors import HandlerTimeout
 from workers.handler import HandlerFunc, HandlerSpec
 from workers.middleware import Call, Middleware, Next
 from workers.outcome import Kind, Outcome
-from workers.retry import gives_up_at_once
 from workers.runtime.gate import BreakerGate
 from workers.runtime.policy import failure_outcome
 
@@ -106,9 +105,6 @@ class Invoke:
         call.duration = time.monotonic() - started
         call.take_staged()
         try:
-            at_once = gives_up_at_once(error)  # (a flood of invalid payloads: no more)
-            if at_once is not None:
-                return Outcome.dead_letter(error, at_once.reason)
             return failure_outcome(self._policy, call.envelope, error, time.time())
         finally:
             # This frame is in the error's traceback: a local still holding the error (or
