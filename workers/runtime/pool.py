@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ClusterError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import RetryCallState, wait_exponential_jitter
@@ -50,7 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("seawall.pool")
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ClusterError, ConnectionError, OSError)
+"""Errors that mean Redis is away for now (on a cluster, also a slot in the middle of a
+failover or a migration: redirections that run out); a pool waits and tries again."""
 HEARTBEAT_SECONDS = 5.0
 SWEEP_SECONDS = 2.0
 """How often a pool looks for follow-ups a dead process left in its streams' outboxes."""
