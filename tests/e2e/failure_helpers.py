@@ -251,16 +251,21 @@ class DelayedWatch:
     """``async with DelayedWatch(client, keys) as watch:`` reads the handler's delayed zset
     every few ms in the background; ``watch.seen`` keeps each retry's due time (ms) by
     (message id, attempt it will be), so a test reads the backoff Redis was given instead
-    of timing anything."""
+    of timing anything.
+
+    It stops on a flag between reads, not by cancelling a read: redis-py 8.1's asyncio
+    client sometimes drops a cancel that lands mid-command, and awaiting such a task hangs
+    the test."""
 
     def __init__(self, client: aioredis.Redis, keys: HandlerKeys) -> None:
         self.client = client
         self.keys = keys
         self.seen: dict[tuple[str, int], int] = {}
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             for key, due in (await delayed_scores(self.client, self.keys)).items():
                 assert self.seen.setdefault(key, due) == due, f"{key} rescheduled"
             await asyncio.sleep(0.003)
@@ -271,11 +276,12 @@ class DelayedWatch:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        self._stop.set()
+        done, _ = await asyncio.wait([self._task], timeout=5)
+        if not done:
+            self._task.cancel()
+            raise AssertionError("the delayed-zset watch did not stop within 5 s")
+        self._task.result()
 
 
 async def dead_letters(client: aioredis.Redis, keys: HandlerKeys
