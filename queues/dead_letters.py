@@ -197,24 +197,37 @@ def _own(original_fields: Mapping[bytes, bytes], origin_entry_id: str, attempts:
             packed = _packed_name(name)
         if packed:
             parts += (packed, _LENGTH(len(value)), value)
+    meta = _meta(origin_entry_id, attempts, first_failed_at_ms, failed_at_ms)
+    return Pairs(len(parts) // 3 + meta.count, b"".join(parts) + meta.body)
+
+
+def _meta(origin_entry_id: str, attempts: int, first_failed_at_ms: int | None,
+          failed_at_ms: int) -> Pairs:
+    """The entry id of origin, attempts and times, as pairs."""
     origin = origin_entry_id.encode()
     tried = b"%d" % attempts
     failed = b"%d" % failed_at_ms
     first = failed if first_failed_at_ms is None else b"%d" % first_failed_at_ms
-    parts += (_ENTRY_ID_B, _LENGTH(len(origin)), origin, _ATTEMPTS_B, _LENGTH(len(tried)),
-              tried, _FIRST_FAILED_AT_B, _LENGTH(len(first)), first, _FAILED_AT_B,
-              _LENGTH(len(failed)), failed)
-    return Pairs(len(parts) // 3, b"".join(parts))
+    return Pairs(4, b"".join((
+        _ENTRY_ID_B, _LENGTH(len(origin)), origin, _ATTEMPTS_B, _LENGTH(len(tried)), tried,
+        _FIRST_FAILED_AT_B, _LENGTH(len(first)), first, _FAILED_AT_B, _LENGTH(len(failed)),
+        failed)))
 
 
-_LETTER_HEAD = struct.Struct(">HI").pack
+_LETTER_HEAD = struct.Struct(">HBI").pack
+CARRIED, COPIED = 0, 1
+"""Where a letter's original fields come from: carried in the letter, or copied by the
+script from the entry in the source stream (the pool then sends only the metadata)."""
 
 
-def letter(entry_id: str, fields: Pairs, failure: int = 0) -> bytes:
+def letter(entry_id: str, fields: Pairs, failure: int = 0, origin: int = CARRIED) -> bytes:
     """One dead letter in a batch's letters (:func:`queue_dead_letters`): the number of its
-    shared part (0: none), the entry id, then its fields (with no shared part, every one)."""
+    shared part (0: none), where its original fields come from (:data:`CARRIED` among
+    ``fields``, or :data:`COPIED`), the entry id, then its fields (with no shared part,
+    every one)."""
     eid = entry_id.encode()
-    return b"".join((_LETTER_HEAD(failure, len(eid)), eid, _LENGTH(fields.count), fields.body))
+    return b"".join((_LETTER_HEAD(failure, origin, len(eid)), eid, _LENGTH(fields.count),
+                     fields.body))
 
 
 def pack_letter(original_fields: Mapping[bytes, bytes], *, entry_id: str, failure: int,
@@ -229,6 +242,20 @@ def pack_letter(original_fields: Mapping[bytes, bytes], *, entry_id: str, failur
     if rest is not None:
         own = Pairs(own.count + rest.count, own.body + rest.body)
     return letter(entry_id, own, failure)
+
+
+def copy_letter(*, entry_id: str, failure: int, origin_entry_id: str, attempts: int,
+                first_failed_at_ms: int | None, failed_at_ms: int,
+                rest: Pairs | None = None) -> bytes:
+    """:func:`pack_letter` for an entry whose fields are still the ones stored in its
+    source stream: the script copies them from there (as XRANGE reads them), so the letter
+    carries only the metadata, and a flood of dead letters does not send every payload
+    back. An entry no longer in the stream (trimmed or deleted while pending) is left
+    pending by the script, its reply 0: send it again with :func:`pack_letter`."""
+    own = _meta(origin_entry_id, attempts, first_failed_at_ms, failed_at_ms)
+    if rest is not None:
+        own = Pairs(own.count + rest.count, own.body + rest.body)
+    return letter(entry_id, own, failure, COPIED)
 
 
 def failure_pairs(constant: Pairs, *, error_type: str, error: str, traceback: str,
@@ -290,24 +317,27 @@ async def dead_letter(
     return reply[0] is not None
 
 
-Letter = tuple[int, bytes, bytes]
+Letter = tuple[Any, ...]
 """One dead letter of a batch: the number of its shared part (0: none), that part
-(:func:`pack_failure`; b"" for none) and the letter (:func:`pack_letter` or :func:`letter`).
-A shared part's number stands for the same part wherever it is used in one batch."""
+(:func:`pack_failure`; b"" for none) and the letter (:func:`pack_letter`,
+:func:`copy_letter` or :func:`letter`); anything after those three is the caller's. A
+shared part's number stands for the same part wherever it is used in one batch."""
 
 
 def queue_dead_letters(pipe: Any, *, source_stream: str, group: str, dlq_key: str,
                        letters: Iterable[Letter], drop_source: bool = False) -> None:
     """Add one ``dead_letter.lua`` call for a batch to ``pipe``: each shared part once, and
-    the letters together as one argument (redis-py packs each argument of a command
+    the letters together as one argument (its reply: one result per letter, in order; see
+    the script) (redis-py packs each argument of a command
     separately, at a cost that grows with the command: one per letter cost more than the
     rest of a dead letter)."""
     shared: dict[int, bytes] = {}
     records: list[bytes] = []
-    for failure, common, record in letters:
+    for one in letters:
+        failure = one[0]
         if failure and failure not in shared:
-            shared[failure] = common
-        records.append(record)
+            shared[failure] = one[1]
+        records.append(one[2])
     args: list[Any] = [group, "1" if drop_source else "0", len(shared)]
     for failure, common in shared.items():
         args += (failure, common)
@@ -591,6 +621,7 @@ __all__ = [
     "Letter",
     "Pairs",
     "check_entry_id",
+    "copy_letter",
     "count_by_error_type",
     "count_dead_letters",
     "dead_letter",

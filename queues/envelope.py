@@ -48,6 +48,10 @@ class Envelope:
     """The stream key the entry was read from (the user's stream or a retry stream)."""
     entry_id: str
     fields: dict[bytes, bytes]
+    as_read: bool = True
+    """The fields are the entry's as stored in its stream (False once changed: an
+    oversized payload dropped), so a script may copy them from there rather than be sent
+    them (``queues.dead_letters.copy_letter``)."""
 
     @property
     def payload(self) -> bytes:

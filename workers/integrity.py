@@ -68,6 +68,7 @@ class Admission:
             size = len(payload)
             del fields[PAYLOAD]  # not kept, not dead-lettered
             fields[PAYLOAD_SIZE] = str(size).encode()
+            envelope.as_read = False
             return Outcome.dead_letter(MessageTooLarge(
                 f"payload of {size} bytes is over this app's max_payload_bytes="
                 f"{self._limit}; dead-lettered without it"), TOO_LARGE)

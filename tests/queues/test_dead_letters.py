@@ -159,6 +159,51 @@ async def test_a_batch_puts_shared_parts_and_own_fields_together(
     assert (await aredis.xpending(keys.stream, keys.group))["pending"] == 0
 
 
+async def test_a_letter_to_copy_takes_its_fields_from_the_entry_as_stored(
+    aredis: aioredis.Redis, uid: str
+) -> None:
+    from queues import scripts
+    from queues.dead_letters import copy_letter, pack_constant, pack_failure, queue_dead_letters
+
+    keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
+    envs = [*await _deliver(aredis, keys, 3),
+            *await _deliver(aredis, keys, 1, extra={"dlq_error": "stale", "x-h": "1"})]
+    constant = pack_constant(handler="billing.charge", stream="orders",
+                             consumer="host-1:123:0", host="host-1")
+    shared = pack_failure(constant, error_type="ValueError", error="bad",
+                          traceback="Traceback...\nValueError: bad",
+                          reason="attempts exhausted")
+
+    def copied(env: Envelope) -> tuple[int, bytes, bytes]:
+        return 1, shared, copy_letter(entry_id=env.entry_id, failure=1,
+                                      origin_entry_id=env.origin_entry_id, attempts=3,
+                                      first_failed_at_ms=NOW - 60_000, failed_at_ms=NOW)
+
+    # Given letters that carry only their metadata: one whose entry is pending as read, one
+    # whose entry was deleted from the stream while pending, one already acked, and one
+    # whose entry holds a stale dlq_* field,
+    await aredis.xdel(keys.stream, envs[1].entry_id)
+    await aredis.xack(keys.stream, keys.group, envs[2].entry_id)
+    await scripts.load_all(aredis)
+    pipe = aredis.pipeline(transaction=False)
+    queue_dead_letters(pipe, source_stream=keys.stream, group=keys.group, dlq_key=keys.dlq,
+                       letters=[copied(env) for env in envs])
+    [reply] = await pipe.execute()
+
+    # then the first and the last are dead letters with the fields the entry holds (the
+    # stale one dropped), as if the pool had sent them,
+    assert [type(r) for r in reply] == [bytes, int, type(None), bytes] and reply[1] == 0
+    raw = await aredis.xrange(keys.dlq)
+    stale_free = Envelope(envs[3].source, envs[3].entry_id,
+                          {k: v for k, v in envs[3].fields.items() if k != b"dlq_error"})
+    assert [dict(f) for _, f in raw] == [_fields(envs[0]), _fields(stale_free)]
+    # the deleted one is left pending for the pool to send again with its fields (reply 0),
+    # and only the two are counted.
+    pending = await aredis.xpending_range(keys.stream, keys.group, "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [envs[1].entry_id]
+    assert await aredis.hgetall(keys.dlq_counts) == {b"ValueError": b"2"}
+
+
 async def test_dead_letter_refuses_an_entry_already_acked(aredis: aioredis.Redis, uid: str) -> None:
     keys = HandlerKeys(f"orders-{uid}", f"h-{uid}")
     [env] = await _deliver(aredis, keys)
@@ -342,9 +387,10 @@ def test_a_packed_dead_letter_holds_the_same_fields_as_the_dict() -> None:
                       first_failed_at_ms=None, failed_at_ms=1700)
 
     assert _binary_pairs(whole) == expected == _binary_pairs(pack_pairs(expected))
-    # (a letter: its shared part's number, its entry id, then its fields' pairs)
-    assert int.from_bytes(own[:2], "big") == 3
-    assert own[2:6] == (3).to_bytes(4, "big") and own[6:9] == b"7-0"
-    fields = _binary_pairs(b"\0" + own[9:])
+    # (a letter: its shared part's number, where its original fields are (0: in it), its
+    # entry id, then its fields' pairs)
+    assert int.from_bytes(own[:2], "big") == 3 and own[2] == 0
+    assert own[3:7] == (3).to_bytes(4, "big") and own[7:10] == b"7-0"
+    fields = _binary_pairs(b"\0" + own[10:])
     assert {**fields, **_binary_pairs(shared)} == expected
     assert not set(fields) & set(_binary_pairs(shared))

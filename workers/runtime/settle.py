@@ -30,6 +30,7 @@ from queues.commit import Pending
 from queues.dead_letters import (
     Letter,
     Pairs,
+    copy_letter,
     dead_letter_fields,
     failure_pairs,
     pack_constant,
@@ -177,8 +178,8 @@ class Settler:
         self._packed_failures: dict[tuple[Any, ...], tuple[int, bytes, Pairs]] = {}
         """(where raised, text, reason) -> the dead letters' shared part (pack_failure)
         and its number."""
-        self._batches: dict[str, tuple[tuple[str, str, str], Any]] = {}
-        """Source stream -> its dead letters' batch key and queueing function."""
+        self._batches: dict[str, tuple[tuple[str, str, str], Any, Any]] = {}
+        """Source stream -> its dead letters' batch key, queueing and reply functions."""
 
     def settle(self, call: Call, outcome: Outcome) -> None:
         """Queue what ``outcome`` means for ``call``'s message; never raises."""
@@ -311,22 +312,47 @@ class Settler:
             # the frames it went through (and their locals) until the flush: a few more
             # objects per message for the garbage collector to go over, in a flood.
             outcome.error.__traceback__ = None
+        rest = None if failure else pairs
+        if envelope.as_read:
+            # the script copies the entry's fields from the stream: only metadata is sent
+            record = copy_letter(entry_id=envelope.entry_id, failure=failure,
+                                 origin_entry_id=envelope.origin_entry_id,
+                                 attempts=envelope.attempt,
+                                 first_failed_at_ms=envelope.first_failed_at_ms,
+                                 failed_at_ms=int(time.time() * 1000), rest=rest)
+            self.acker.batch(batch[0], (failure, shared, record, envelope, rest), batch[1],
+                             batch[2])
+        else:
+            self._carry(envelope, failure, shared, rest)
+        self.log_dead_letter(envelope, outcome)
+
+    def _carry(self, envelope: Envelope, failure: int, shared: bytes,
+               rest: Pairs | None) -> None:
+        """Queue ``envelope``'s dead letter with every field in it."""
         record = pack_letter(envelope.fields, entry_id=envelope.entry_id, failure=failure,
                              origin_entry_id=envelope.origin_entry_id,
                              attempts=envelope.attempt,
                              first_failed_at_ms=envelope.first_failed_at_ms,
-                             failed_at_ms=int(time.time() * 1000),
-                             rest=None if failure else pairs)
-        self.acker.batch(batch[0], (failure, shared, record), batch[1])
-        self.log_dead_letter(envelope, outcome)
+                             failed_at_ms=int(time.time() * 1000), rest=rest)
+        batch = self._batches[envelope.source]
+        self.acker.batch(batch[0], (failure, shared, record, None, None), batch[1], batch[2])
 
-    def _batch_of(self, source: str) -> tuple[tuple[str, str, str], Any]:
-        """The batch key of dead letters from ``source`` and the function that queues a
-        batch of them (one ``dead_letter.lua`` call)."""
+    def _batch_of(self, source: str) -> tuple[tuple[str, str, str], Any, Any]:
+        """The batch key of dead letters from ``source``, the function that queues a batch
+        of them (one ``dead_letter.lua`` call), and the one that reads its reply."""
         group, dlq, drop = self.group, self.keys.dlq, source == self.keys.retry
 
-        def queue(pipe: Any, letters: list[Letter]) -> None:
+        def queue(pipe: Any, letters: list[Letter]) -> list[Letter]:
             queue_dead_letters(pipe, source_stream=source, group=group, dlq_key=dlq,
                                letters=letters, drop_source=drop)
+            return letters
 
-        return ("dead-letter", source, dlq), queue
+        def read(letters: list[Letter], reply: Any) -> None:
+            # 0: a letter to copy whose entry left the stream while pending (trimmed,
+            # deleted); it is still pending, and its fields are still here: send them.
+            for (failure, shared, _, envelope, rest), result in zip(letters, reply,
+                                                                    strict=False):
+                if type(result) is int and envelope is not None:
+                    self._carry(envelope, failure, shared, rest)
+
+        return ("dead-letter", source, dlq), queue, read
