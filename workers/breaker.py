@@ -74,6 +74,10 @@ def _number(name: str, value: Any, fix: str, *, rate: bool = False) -> None:
         raise ConfigError(f"CircuitBreaker({name}={value!r}): {fix}")
 
 
+_NEVER_COUNTED = (ValidationError, NonRetryable)
+"""Failures that say nothing about a dependency: the message itself is at fault."""
+
+
 @dataclass(frozen=True, slots=True)
 class CircuitBreaker:
     """A handler's circuit breaker; every handler has one with these defaults unless it is
@@ -123,8 +127,8 @@ class CircuitBreaker:
 
     def ignores(self, error: BaseException) -> bool:
         """True when ``error`` must never trip the breaker."""
-        return (not isinstance(error, Exception)
-                or isinstance(error, (*self.exclude, ValidationError, NonRetryable)))
+        return (not isinstance(error, Exception) or isinstance(error, _NEVER_COUNTED)
+                or isinstance(error, self.exclude))
 
     def classify(self, error: BaseException | None, duration: float) -> Outcome:
         """The outcome of one call that raised ``error`` (None: it returned) after

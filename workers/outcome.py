@@ -62,9 +62,11 @@ class FollowUp:
 NO_FOLLOW_UPS: tuple[FollowUp, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """What becomes of one message. Build them with the class methods."""
+    """What becomes of one message. Build them with the class methods, and treat them as
+    read-only (``OK`` and ``SKIPPED`` are shared). Not a frozen dataclass: its constructor
+    costs twice as much, and a flood of failures makes one per message."""
 
     kind: Kind
     follow_ups: tuple[FollowUp, ...] = NO_FOLLOW_UPS
