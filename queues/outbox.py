@@ -4,11 +4,14 @@ outbox (``seawall:{orders}:outbox``) by the ack's own script, then relayed.
 A Lua script may only touch keys of one slot (Redis Cluster), and a follow-up's target is
 usually in another slot than the stream its cause was read from. So the ack script writes
 such a follow-up into the outbox, in the source's slot, atomically with the XACK; right
-after, the process that acked relays it: XADD to the target, then XDEL from the outbox.
-A process that dies between the two leaves the entry in the outbox, and a sweeper (any
-process reading that stream) relays entries older than :data:`RELAY_GRACE_MS`. A relay
-repeated after a crash writes the same follow-up again under the same message id, which an
-``idempotent=True`` handler downstream skips: at least once, never lost.
+after, the process that acked relays it: XADD to the target, then, once Redis has said
+the XADD was done, XDEL from the outbox (with the next pipeline). A write Redis refuses
+(the target holds another type of key, Redis is out of memory) leaves the entry in the
+outbox. A process that dies between the two leaves the entry in the outbox too, and a
+sweeper (any process reading that stream) relays entries older than
+:data:`RELAY_GRACE_MS`. A relay repeated after a crash writes the same follow-up again
+under the same message id, which an ``idempotent=True`` handler downstream skips: at
+least once, never lost.
 
 An outbox entry has two fields: :data:`TARGET`, the stream to relay it to, and
 :data:`FIELDS`, the follow-up's own fields packed into one value (``queues.commit
@@ -51,20 +54,60 @@ def _s(raw: Any) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
-def queue_relays(pipe: Any, relays: Sequence[Relay]) -> None:
-    """Add the writes of ``relays`` to their targets (one ``relay.lua`` call per target),
-    then one XDEL per outbox, to ``pipe``: an outbox entry goes only after (in the same
-    pipeline as) the write it stood for. The script is sent with its text (EVAL), which
-    cannot fail for want of a loaded script: an XDEL must never outlive its write."""
-    by_target: dict[str, list[bytes]] = {}
+@dataclass(frozen=True, slots=True)
+class RelayCall:
+    """The relay scripts queued on a pipeline: where each one's reply will be, and the
+    relays it carries."""
+
+    calls: tuple[tuple[int, tuple[Relay, ...]], ...]
+
+    def written(self, results: Sequence[Any]) -> tuple[list[Relay], list[Relay]]:
+        """From the pipeline's replies: the relays Redis wrote to their targets (their
+        outbox entries may go), and those it refused (they stay in the outbox)."""
+        written: list[Relay] = []
+        refused: list[Relay] = []
+        for position, relays in self.calls:
+            (refused if isinstance(results[position], Exception) else written).extend(relays)
+        return written, refused
+
+
+def queue_relays(pipe: Any, relays: Sequence[Relay]) -> RelayCall:
+    """Add the writes of ``relays`` to their targets to ``pipe``, one ``relay.lua`` call
+    per target (sent with its text, EVAL, which cannot fail for want of a loaded script).
+    Their outbox entries are not deleted here: only once the reply says they were written
+    (:meth:`RelayCall.written`, then :func:`queue_deletes`)."""
+    by_target: dict[str, list[Relay]] = {}
+    for relay in relays:
+        by_target.setdefault(relay.target, []).append(relay)
+    calls = []
+    for target, group in by_target.items():
+        calls.append((len(pipe), tuple(group)))
+        _RELAY.queue_with_source(pipe, [target], [relay.packed for relay in group])
+    return RelayCall(tuple(calls))
+
+
+def queue_deletes(pipe: Any, relays: Sequence[Relay]) -> None:
+    """Add the XDELs of written relays' outbox entries to ``pipe``, one per outbox."""
     by_outbox: dict[str, list[str]] = {}
     for relay in relays:
-        by_target.setdefault(relay.target, []).append(relay.packed)
         by_outbox.setdefault(relay.outbox, []).append(relay.outbox_id)
-    for target, packed in by_target.items():
-        _RELAY.queue_with_source(pipe, [target], packed)
     for outbox, ids in by_outbox.items():
         pipe.xdel(outbox, *ids)
+
+
+async def relay(client: Any, relays: Sequence[Relay]) -> list[Relay]:
+    """Write ``relays`` to their targets, then delete from their outboxes those Redis
+    wrote (two round trips); returns them."""
+    if not relays:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        call = queue_relays(pipe, relays)
+        written, _ = call.written(await pipe.execute(raise_on_error=False))
+    if written:
+        async with client.pipeline(transaction=False) as pipe:
+            queue_deletes(pipe, written)
+            await pipe.execute()
+    return written
 
 
 def relays_from_entries(outbox: str, entries: Sequence[tuple[Any, Mapping[bytes, bytes]]]
@@ -84,8 +127,9 @@ def relays_from_entries(outbox: str, entries: Sequence[tuple[Any, Mapping[bytes,
 
 async def sweep(client: Any, stream: str, *, now_ms: int, count: int = 100) -> int:
     """Relay what was committed into ``stream``'s outbox at least :data:`RELAY_GRACE_MS`
-    ago and never relayed (its process died first). At most one sweeper per outbox at a
-    time (a short lease); returns how many entries were relayed."""
+    ago and never relayed (its process died first, or Redis refused the write). At most
+    one sweeper per outbox at a time (a short lease); returns how many entries were
+    relayed."""
     outbox = keys.outbox(stream)
     if not await client.set(keys.outbox_sweep_lease(stream), b"1", nx=True,
                             px=SWEEP_LEASE_MS):
@@ -94,12 +138,9 @@ async def sweep(client: Any, stream: str, *, now_ms: int, count: int = 100) -> i
     if not rows:
         return 0
     relays, broken = relays_from_entries(outbox, rows)
-    async with client.pipeline(transaction=False) as pipe:
-        queue_relays(pipe, relays)
-        if broken:
-            pipe.xdel(outbox, *broken)
-        await pipe.execute()
-    return len(relays)
+    if broken:
+        await client.xdel(outbox, *broken)
+    return len(await relay(client, relays))
 
 
 async def backlog(client: Any, stream: str) -> int:
@@ -107,5 +148,5 @@ async def backlog(client: Any, stream: str) -> int:
     return int(await client.xlen(keys.outbox(stream)))
 
 
-__all__ = ["FIELDS", "RELAY_GRACE_MS", "TARGET", "Relay", "backlog", "queue_relays",
-           "relays_from_entries", "sweep"]
+__all__ = ["FIELDS", "RELAY_GRACE_MS", "TARGET", "Relay", "RelayCall", "backlog",
+           "queue_deletes", "queue_relays", "relay", "relays_from_entries", "sweep"]

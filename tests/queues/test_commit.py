@@ -59,9 +59,7 @@ async def test_an_ack_commits_same_slot_follow_ups_directly_and_others_via_the_o
     assert await aredis.xlen(payments) == 0
 
     # The relay writes them to the target and empties the outbox.
-    async with aredis.pipeline(transaction=False) as pipe:
-        outbox.queue_relays(pipe, relays)
-        await pipe.execute()
+    assert await outbox.relay(aredis, relays) == relays
     assert [f for _, f in await aredis.xrange(payments)] == [
         {b"id": b"f2", b"payload": b"{}"}, {b"id": b"f3", b"payload": b"{}"}]
     assert await outbox.backlog(aredis, keys.stream) == 0
@@ -119,10 +117,40 @@ async def test_follow_ups_with_any_bytes_arrive_as_they_were_staged(
     _, relays = await commit(aredis, source=keys.stream, outbox=keys.outbox, group=keys.group,
                              items=[Pending(entry, None, [(keys.stream, fields),
                                                           (payments, fields)])])
-    async with aredis.pipeline(transaction=False) as pipe:
-        outbox.queue_relays(pipe, relays)
-        await pipe.execute()
+    await outbox.relay(aredis, relays)
 
     # Written directly (same slot) and relayed (other slot), the fields are intact.
     assert (await aredis.xrange(keys.stream))[-1][1] == fields
     assert [f for _, f in await aredis.xrange(payments)] == [fields]
+
+
+async def test_a_relay_redis_refuses_stays_in_the_outbox_until_a_sweep_can_write_it(
+        aredis: aioredis.Redis, keys: HandlerKeys, uid: str) -> None:
+    payments, refunds = f"payments-{uid}", f"refunds-{uid}"
+    [entry] = await _pending(aredis, keys, 1)
+    _, relays = await commit(aredis, source=keys.stream, outbox=keys.outbox, group=keys.group,
+                             items=[Pending(entry, None, [
+                                 (payments, {"id": "f1", "payload": "{}"}),
+                                 (refunds, {"id": "f2", "payload": "{}"})])])
+    committed_ms = int((await aredis.xrange(keys.outbox))[0][0].split(b"-")[0])
+    # Given a target Redis refuses to write to (a key of another type there),
+    await aredis.set(payments, "not a stream")
+    try:
+        # the relay writes the other one and deletes only that one from the outbox;
+        written = await outbox.relay(aredis, relays)
+        assert [r.target for r in written] == [refunds]
+        assert [f[b"id"] for _, f in await aredis.xrange(refunds)] == [b"f2"]
+        assert [f[outbox.TARGET] for _, f in await aredis.xrange(keys.outbox)] == [
+            payments.encode()]
+        # a sweep while it is still refused leaves it there,
+        late = committed_ms + outbox.RELAY_GRACE_MS + 1
+        assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 0
+        assert await outbox.backlog(aredis, keys.stream) == 1
+    finally:
+        await aredis.delete(payments)
+    # and once the target can be written, the next sweep relays it and empties the outbox.
+    await aredis.delete(key_names.outbox_sweep_lease(keys.stream))
+    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 1
+    assert [f[b"id"] for _, f in await aredis.xrange(payments)] == [b"f1"]
+    assert await outbox.backlog(aredis, keys.stream) == 0
+    await aredis.delete(refunds)

@@ -15,6 +15,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from queues import outbox
 from queues.envelope import Envelope
 from queues.keys import HandlerKeys
 from workers.context import Context
@@ -166,15 +167,49 @@ async def test_ok_commits_its_follow_ups_with_the_ack_and_relays_the_other_slots
     assert await _read(aredis, far) == []
     assert await h.outbox() == 1
     assert h.heard == [(call.entry_id, outcome)]
-    # and the next flush relays it and empties the outbox.
+    # and the next flush relays it, the one after empties the outbox (once Redis said the
+    # relay was written).
     await h.acker.flush()
     [charge] = await _read(aredis, far)
     assert charge[b"id"] == far_id.encode()
     assert json.loads(charge[b"payload"]) == {"charge": 7}
     assert charge[b"correlation_id"] == b"m7" and charge[b"causation_id"] == b"m7"
+    assert await h.outbox() == 1 and h.acker.pending == 1
+    await h.acker.flush()
     assert await h.outbox() == 0
     assert h.acker.pending == 0
+    assert len(await _read(aredis, far)) == 1
     assert len(h.heard) == 1  # the relay is no second settlement
+
+
+async def test_a_follow_up_redis_refuses_to_relay_stays_in_the_outbox_not_lost(
+        aredis: aioredis.Redis, keys: HandlerKeys, uid: str) -> None:
+    h = Harness(aredis, keys)
+    far = f"payments-{uid}"
+    call = await h.deliver(_fields(8))
+    follow_ups = _stage(call, far, {"charge": 8})
+    # Given a target Redis refuses to write to (a key of another type there),
+    await aredis.set(far, "not a stream")
+
+    # when the message's ok is settled and every flush has run,
+    h.settler.settle(call, Outcome.ok(follow_ups))
+    for _ in range(3):
+        await h.acker.flush()
+
+    # the message is acked and its follow-up waits in the outbox (for the sweeper), not
+    # deleted without having been written,
+    assert await h.pending() == 0
+    assert await aredis.type(far) == b"string"
+    assert await h.outbox() == 1
+    assert h.acker.pending == 0
+    # and once the target can be written, a sweep past the grace relays it.
+    await aredis.delete(far)
+    [(outbox_id, _)] = await aredis.xrange(keys.outbox)
+    late = int(outbox_id.split(b"-")[0]) + outbox.RELAY_GRACE_MS + 1
+    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 1
+    [charge] = await _read(aredis, far)
+    assert charge[b"id"] == follow_ups[0].message_id.encode()
+    assert await h.outbox() == 0
 
 
 async def test_ok_of_an_idempotent_handler_writes_its_completion_marker_with_the_ack(
@@ -233,6 +268,7 @@ async def test_fallback_acks_and_commits_the_fallbacks_follow_ups_but_no_marker(
     h.settler.settle(call, outcome)
     await h.acker.flush()
     await h.acker.flush()  # the relay, if the target is in another slot
+    await h.acker.flush()  # and its outbox entry deleted, once written
 
     assert await h.pending() == 0
     [event] = await _read(aredis, degraded)

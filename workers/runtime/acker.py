@@ -2,11 +2,12 @@
 flush, so the hot path costs no Redis round trip per message.
 
 A flush carries, in this order: the relays of follow-ups committed by the previous flush
-(``queues.outbox``), plain XACKs (+ XDEL on retry streams), one ``commit.lua`` call per
-(stream, group) for acks that commit follow-ups or completion markers, the retry and
-dead-letter scripts, and the breakers' outcome records. Once Redis has answered, the
-observers hear of every message the flush settled. If Redis is away, everything is kept and
-sent with the next flush: at worst a message is delivered again, never lost.
+(``queues.outbox``) and the outbox XDELs of those the flush before wrote, plain XACKs (+
+XDEL on retry streams), one ``commit.lua`` call per (stream, group) for acks that commit
+follow-ups or completion markers, the retry and dead-letter scripts, and the breakers'
+outcome records. Once Redis has answered, the observers hear of every message the flush
+settled. If Redis is away, everything is kept and sent with the next flush: at worst a
+message is delivered again, never lost.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class AckBatcher:
         "_observers",
         "_on_sent",
         "_ops",
+        "_relayed",
         "_relays",
         "_scripts_loaded",
         "_settled",
@@ -62,6 +64,9 @@ class AckBatcher:
         self._acks: dict[tuple[str, str], list[str]] = {}
         self._commits: dict[CommitKey, list[Pending]] = {}
         self._relays: list[Relay] = []
+        self._relayed: list[Relay] = []
+        """Relays Redis wrote to their targets: their outbox entries go with the next
+        flush."""
         self._batches: dict[Hashable, list[Any]] = {}
         self._contributors: list[Contributor] = []
         self._ops: list[tuple[PipelineOp, ReplyHandler | None]] = []
@@ -175,7 +180,7 @@ class AckBatcher:
     def pending(self) -> int:
         return (sum(len(v) for v in self._acks.values())
                 + sum(len(v) for v in self._commits.values()) + len(self._ops)
-                + len(self._relays))
+                + len(self._relays) + len(self._relayed))
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -207,6 +212,7 @@ class AckBatcher:
         acks, self._acks = self._acks, {}
         commits, self._commits = self._commits, {}
         relays, self._relays = self._relays, []
+        relayed, self._relayed = self._relayed, []
         ops, self._ops = self._ops, []
         on_sent, self._on_sent = self._on_sent, []
         settled, self._settled = self._settled, []
@@ -214,13 +220,16 @@ class AckBatcher:
         commit_calls: list[tuple[int, CommitKey, CommitCall]] = []
         results: list[Any] = []
         op_positions: list[int] = []
+        relay_call: outbox.RelayCall | None = None
         try:
             if not self._scripts_loaded and (ops or commits or self._contributors):
                 await scripts.load_all(self._client)
                 self._scripts_loaded = True
             async with self._client.pipeline(transaction=False) as pipe:
                 if relays:
-                    outbox.queue_relays(pipe, relays)
+                    relay_call = outbox.queue_relays(pipe, relays)
+                if relayed:
+                    outbox.queue_deletes(pipe, relayed)
                 for (stream, group), ids in acks.items():
                     streams.queue_ack(pipe, stream, group, ids, delete=stream in self._deletes)
                 for key, items in commits.items():
@@ -241,7 +250,11 @@ class AckBatcher:
                     results = await pipe.execute(raise_on_error=False)
         except BaseException:
             self._restore(acks, commits, relays, ops, on_sent, settled)
+            self._relayed[:0] = relayed
             raise
+        if relay_call is not None:
+            # (a refused write stays in its outbox; the sweeper tries it again later)
+            self._relayed.extend(relay_call.written(results)[0])
         lost = False
         for position, key, call in commit_calls:
             reply = results[position]
@@ -273,7 +286,7 @@ class AckBatcher:
             reply_callback(results[position])
         if settled:
             self._tell_observers(settled)
-        if self._relays:
+        if self._relays or self._relayed:
             self._wake.set()  # relay the follow-ups just committed, right away
 
     def _restore(self, acks: dict[tuple[str, str], list[str]],
