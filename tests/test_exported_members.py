@@ -26,12 +26,16 @@ WORKERS_ALL = {
     "Context",
     "HandlerError",
     "HandlerTimeout",
+    "MessageRejected",
+    "MessageTooLarge",
     "Next",
     "NonRetryable",
     "Outcome",
+    "PayloadTooLarge",
     "PoolConfig",
     "Retry",
     "SeawallError",
+    "SignatureError",
     "StepAborted",
 }
 
@@ -67,6 +71,11 @@ PROBE = textwrap.dedent("""
                   and issubclass(e["ConfigError"], ValueError),
         "handler_errors": all(issubclass(e[n], e["HandlerError"])
                               for n in ("NonRetryable", "Retry", "HandlerTimeout")),
+        "never_retried": all(issubclass(e[n], e["NonRetryable"])
+                             for n in ("PayloadTooLarge", "MessageRejected", "StepAborted")),
+        "rejected": all(issubclass(e[n], e["MessageRejected"])
+                        for n in ("SignatureError", "MessageTooLarge")),
+        "too_large": issubclass(e["PayloadTooLarge"], ValueError),
         "handler_error": issubclass(e["HandlerError"], e["SeawallError"]),
         "timeout": issubclass(e["HandlerTimeout"], TimeoutError),
     }
@@ -113,7 +122,8 @@ def test_every_exported_name_is_importable_from_the_package(exported: dict[str, 
 
 def test_the_exceptions_form_the_documented_tree(exported: dict[str, Any]) -> None:
     assert exported["tree"] == dict.fromkeys(
-        ("config", "handler_errors", "handler_error", "timeout"), True)
+        ("config", "handler_errors", "never_retried", "rejected", "too_large", "handler_error",
+         "timeout"), True)
 
 
 def test_importing_the_packages_emits_no_warnings(tmp_path: Path) -> None:
