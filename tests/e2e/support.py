@@ -107,13 +107,24 @@ class Ledger:
         return self.published - set(self.pending) - self.unread
 
 
+def _last_delivered(client: redis.Redis, stream: str, group: str) -> tuple[int, int]:
+    [info] = [g for g in client.xinfo_groups(stream) if g["name"] == group.encode()]
+    return _id(info["last-delivered-id"])
+
+
 def ledger(client: redis.Redis, stream: str, group: str) -> Ledger:
+    """A consistent snapshot while pools keep reading: the pending list is taken between
+    two looks at the group's last delivered id, again until no read came in between (a
+    read between the look and the pending list would show entries both unread and
+    pending; on a cluster's slower round trips it did)."""
     n_of: dict[bytes, int] = {}
     for entry_id, fields in client.xrange(stream):
         n_of[entry_id] = int(json.loads(fields[b"payload"])["n"])
-    [info] = [g for g in client.xinfo_groups(stream) if g["name"] == group.encode()]
-    last = _id(info["last-delivered-id"])
-    rows = client.xpending_range(stream, group, min="-", max="+", count=len(n_of) + 1)
+    for _ in range(100):
+        last = _last_delivered(client, stream, group)
+        rows = client.xpending_range(stream, group, min="-", max="+", count=len(n_of) + 1)
+        if _last_delivered(client, stream, group) == last:
+            break
     pending = {n_of[r["message_id"]]: (r["consumer"].decode(), int(r["times_delivered"]))
                for r in rows}
     unread = {n for entry_id, n in n_of.items() if _id(entry_id) > last}
