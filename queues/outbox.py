@@ -61,14 +61,31 @@ class RelayCall:
 
     calls: tuple[tuple[int, tuple[Relay, ...]], ...]
 
-    def written(self, results: Sequence[Any]) -> tuple[list[Relay], list[Relay]]:
+    def written(self, results: Sequence[Any]) -> tuple[list[Relay], list[Refused]]:
         """From the pipeline's replies: the relays Redis wrote to their targets (their
-        outbox entries may go), and those it refused (they stay in the outbox)."""
+        outbox entries may go), and those it refused, with why (they stay in the
+        outbox)."""
         written: list[Relay] = []
-        refused: list[Relay] = []
+        refused: list[Refused] = []
         for position, relays in self.calls:
-            (refused if isinstance(results[position], Exception) else written).extend(relays)
+            reply = results[position]
+            if isinstance(reply, Exception):
+                refused.extend((relay, reply) for relay in relays)
+            else:
+                written.extend(relays)
         return written, refused
+
+
+Refused = tuple[Relay, Exception]
+"""A relay whose write Redis refused, and Redis's error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """What one sweep of an outbox did."""
+
+    relayed: int
+    refused: tuple[Refused, ...] = ()
 
 
 def queue_relays(pipe: Any, relays: Sequence[Relay]) -> RelayCall:
@@ -95,19 +112,19 @@ def queue_deletes(pipe: Any, relays: Sequence[Relay]) -> None:
         pipe.xdel(outbox, *ids)
 
 
-async def relay(client: Any, relays: Sequence[Relay]) -> list[Relay]:
+async def relay(client: Any, relays: Sequence[Relay]) -> tuple[list[Relay], list[Refused]]:
     """Write ``relays`` to their targets, then delete from their outboxes those Redis
-    wrote (two round trips); returns them."""
+    wrote (two round trips); returns those, and the ones Redis refused."""
     if not relays:
-        return []
+        return [], []
     async with client.pipeline(transaction=False) as pipe:
         call = queue_relays(pipe, relays)
-        written, _ = call.written(await pipe.execute(raise_on_error=False))
+        written, refused = call.written(await pipe.execute(raise_on_error=False))
     if written:
         async with client.pipeline(transaction=False) as pipe:
             queue_deletes(pipe, written)
             await pipe.execute()
-    return written
+    return written, refused
 
 
 def relays_from_entries(outbox: str, entries: Sequence[tuple[Any, Mapping[bytes, bytes]]]
@@ -125,22 +142,23 @@ def relays_from_entries(outbox: str, entries: Sequence[tuple[Any, Mapping[bytes,
     return relays, broken
 
 
-async def sweep(client: Any, stream: str, *, now_ms: int, count: int = 100) -> int:
+async def sweep(client: Any, stream: str, *, now_ms: int, count: int = 100) -> Swept:
     """Relay what was committed into ``stream``'s outbox at least :data:`RELAY_GRACE_MS`
     ago and never relayed (its process died first, or Redis refused the write). At most
-    one sweeper per outbox at a time (a short lease); returns how many entries were
-    relayed."""
+    one sweeper per outbox at a time (a short lease); says how many entries were
+    relayed, and which writes Redis refused (those stay)."""
     outbox = keys.outbox(stream)
     if not await client.set(keys.outbox_sweep_lease(stream), b"1", nx=True,
                             px=SWEEP_LEASE_MS):
-        return 0
+        return Swept(0)
     rows = await client.xrange(outbox, min="-", max=str(now_ms - RELAY_GRACE_MS), count=count)
     if not rows:
-        return 0
+        return Swept(0)
     relays, broken = relays_from_entries(outbox, rows)
     if broken:
         await client.xdel(outbox, *broken)
-    return len(await relay(client, relays))
+    written, refused = await relay(client, relays)
+    return Swept(len(written), tuple(refused))
 
 
 async def backlog(client: Any, stream: str) -> int:
@@ -148,5 +166,6 @@ async def backlog(client: Any, stream: str) -> int:
     return int(await client.xlen(keys.outbox(stream)))
 
 
-__all__ = ["FIELDS", "RELAY_GRACE_MS", "TARGET", "Relay", "RelayCall", "backlog",
-           "queue_deletes", "queue_relays", "relay", "relays_from_entries", "sweep"]
+__all__ = ["FIELDS", "RELAY_GRACE_MS", "TARGET", "Refused", "Relay", "RelayCall", "Swept",
+           "backlog", "queue_deletes", "queue_relays", "relay", "relays_from_entries",
+           "sweep"]

@@ -59,7 +59,7 @@ async def test_an_ack_commits_same_slot_follow_ups_directly_and_others_via_the_o
     assert await aredis.xlen(payments) == 0
 
     # The relay writes them to the target and empties the outbox.
-    assert await outbox.relay(aredis, relays) == relays
+    assert await outbox.relay(aredis, relays) == (relays, [])
     assert [f for _, f in await aredis.xrange(payments)] == [
         {b"id": b"f2", b"payload": b"{}"}, {b"id": b"f3", b"payload": b"{}"}]
     assert await outbox.backlog(aredis, keys.stream) == 0
@@ -89,13 +89,13 @@ async def test_the_sweeper_relays_only_entries_older_than_the_grace_one_sweeper_
     committed_ms = int(boxed_id.decode().split("-")[0])
 
     # A sweep within the grace leaves it to the process that committed it;
-    assert await outbox.sweep(aredis, keys.stream, now_ms=committed_ms + 10) == 0
+    assert (await outbox.sweep(aredis, keys.stream, now_ms=committed_ms + 10)).relayed == 0
     assert await aredis.xlen(payments) == 0
     # one past the grace relays it, unless another sweeper holds the lease;
     late = committed_ms + outbox.RELAY_GRACE_MS + 1
-    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 0  # lease still held
+    assert (await outbox.sweep(aredis, keys.stream, now_ms=late)).relayed == 0  # lease held
     await aredis.delete(key_names.outbox_sweep_lease(keys.stream))
-    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 1
+    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == outbox.Swept(1)
     # and then it is on its stream once, and gone from the outbox.
     assert [f[b"id"] for _, f in await aredis.xrange(payments)] == [b"f1"]
     assert await aredis.xlen(keys.outbox) == 0
@@ -137,20 +137,22 @@ async def test_a_relay_redis_refuses_stays_in_the_outbox_until_a_sweep_can_write
     await aredis.set(payments, "not a stream")
     try:
         # the relay writes the other one and deletes only that one from the outbox;
-        written = await outbox.relay(aredis, relays)
+        written, refused = await outbox.relay(aredis, relays)
         assert [r.target for r in written] == [refunds]
+        assert [(r.target, "WRONGTYPE" in str(e)) for r, e in refused] == [(payments, True)]
         assert [f[b"id"] for _, f in await aredis.xrange(refunds)] == [b"f2"]
         assert [f[outbox.TARGET] for _, f in await aredis.xrange(keys.outbox)] == [
             payments.encode()]
         # a sweep while it is still refused leaves it there,
         late = committed_ms + outbox.RELAY_GRACE_MS + 1
-        assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 0
+        swept = await outbox.sweep(aredis, keys.stream, now_ms=late)
+        assert (swept.relayed, [r.target for r, _ in swept.refused]) == (0, [payments])
         assert await outbox.backlog(aredis, keys.stream) == 1
     finally:
         await aredis.delete(payments)
     # and once the target can be written, the next sweep relays it and empties the outbox.
     await aredis.delete(key_names.outbox_sweep_lease(keys.stream))
-    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 1
+    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == outbox.Swept(1)
     assert [f[b"id"] for _, f in await aredis.xrange(payments)] == [b"f1"]
     assert await outbox.backlog(aredis, keys.stream) == 0
     await aredis.delete(refunds)

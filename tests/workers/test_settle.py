@@ -206,7 +206,7 @@ async def test_a_follow_up_redis_refuses_to_relay_stays_in_the_outbox_not_lost(
     await aredis.delete(far)
     [(outbox_id, _)] = await aredis.xrange(keys.outbox)
     late = int(outbox_id.split(b"-")[0]) + outbox.RELAY_GRACE_MS + 1
-    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == 1
+    assert await outbox.sweep(aredis, keys.stream, now_ms=late) == outbox.Swept(1)
     [charge] = await _read(aredis, far)
     assert charge[b"id"] == follow_ups[0].message_id.encode()
     assert await h.outbox() == 0

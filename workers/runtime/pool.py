@@ -322,10 +322,17 @@ class Pool:
             await asyncio.sleep(SWEEP_SECONDS)
             now_ms = int(time.time() * 1000)
             for source in sources:
-                relayed = await outbox.sweep(self.client, source, now_ms=now_ms)
-                if relayed:
+                swept = await outbox.sweep(self.client, source, now_ms=now_ms)
+                if swept.relayed:
                     log.info("relayed follow-ups left in an outbox", extra={
-                        "pool": self.config.name, "stream": source, "count": relayed})
+                        "pool": self.config.name, "stream": source, "count": swept.relayed})
+                if swept.refused:
+                    relay, error = swept.refused[0]
+                    log.error("Redis refused to write follow-ups from an outbox to their "
+                              "stream; they stay in the outbox and are tried again",
+                              extra={"pool": self.config.name, "stream": source,
+                                     "target": relay.target, "count": len(swept.refused),
+                                     "error": repr(error)[:500]})
 
     def _assemble(self, spec: HandlerSpec, acker: AckBatcher,
                   executor: ThreadPoolExecutor) -> HandlerConsumer:
