@@ -53,7 +53,8 @@ def parse_read_reply(reply: Any) -> list[Envelope]:
             if fields is None:
                 fields = {}
             elif not isinstance(fields, dict):
-                fields = dict(zip(fields[::2], fields[1::2], strict=False))
+                pairs = iter(fields)  # name, value, name, value...: no slices copied
+                fields = dict(zip(pairs, pairs, strict=False))
             out.append(Envelope(stream, _s(entry_id), fields))
     return out
 

@@ -98,3 +98,43 @@ def test_the_server_clock_and_ping(redis_url: str) -> None:
         assert abs(server_time_ms_sync(client) - time.time() * 1000) < 60_000
     finally:
         client.close()
+
+
+PACKED = [
+    ("XACK", "orders", "billing.charge", *(f"17000000{i:05d}-0" for i in range(100))),
+    ("XINFO GROUPS", "orders"),
+    (b"CONFIG GET", b"maxmemory-policy"),
+    ("SET", "k\u2713", b"\x00\xff\r\n", 7, 2**70, 1.5, 0.1 + 0.2),
+    ("EVALSHA", "a" * 40, 2, "k1", "k2", b"x" * 10_000),
+]
+
+
+@pytest.mark.parametrize("command", PACKED)
+async def test_the_async_client_packs_commands_as_redis_py_does(
+        redis_url: str, command: tuple[object, ...]) -> None:
+    from redis.asyncio.connection import Connection
+
+    client = connect(redis_url, max_connections=1)
+    try:
+        pool = client.connection_pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+        assert isinstance(connection, Connection)
+        assert type(connection).pack_command is not Connection.pack_command
+        # (hiredis packs the whole command into one buffer; redis-py in pieces)
+        assert b"".join(connection.pack_command(*command)) == b"".join(
+            Connection().pack_command(*command))
+    finally:
+        await client.aclose()
+
+
+async def test_an_argument_hiredis_does_not_pack_fails_as_redis_py_says(
+        redis_url: str) -> None:
+    from redis.exceptions import DataError
+
+    client = connect(redis_url, max_connections=1)
+    try:
+        with pytest.raises(DataError, match="Invalid input of type: 'bool'"):
+            await client.set("seawall-test-never-written", True)  # type: ignore[arg-type]
+        assert await client.exists("seawall-test-never-written") == 0
+    finally:
+        await client.aclose()
