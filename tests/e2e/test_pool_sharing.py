@@ -1,8 +1,10 @@
 """Handlers sharing one pool share its concurrency limit fairly: a handler whose stream is
-busy is not starved by pool-mates polling idle streams. Each fetch holds slots while it
-waits on Redis (XREADGROUP BLOCK), so an idle handler waits holding one slot, not a batch,
-and a fetcher that gives its slots back cannot take them again ahead of one already
-waiting. An idle handler whose breaker is half-open still asks for every probe permit."""
+busy is not starved by pool-mates polling idle streams. An idle handler waits on Redis
+(XREADGROUP BLOCK) for one message holding no slot and takes a slot for what it gets, so
+a pool's idle handlers may outnumber its slots and still each wait for work at the same
+time; the read after a batch takes its slots first, and a fetcher that gives its slots
+back cannot take them again ahead of one already waiting. An idle handler whose breaker
+is half-open still asks for every probe permit."""
 
 from __future__ import annotations
 
@@ -61,6 +63,37 @@ async def test_a_busy_handler_is_not_starved_by_pool_mates_on_idle_streams(
         await pool.until(lambda: _done(aredis, lab, busy), within=5, what="every ack")
     assert elapsed < 3.0, elapsed
     # once each, and nothing is left anywhere.
+    assert set(handled) == set(published) and set(handled.values()) == {1}
+
+
+async def test_idle_handlers_outnumbering_the_slots_all_wait_for_work_at_once(
+        lab: Lab, aredis: aioredis.Redis) -> None:
+    names = [lab.name(f"h{i}") for i in range(10)]
+    streams = [lab.stream(name.split(".")[1]) for name in names]
+    handled: Counter[str] = Counter()
+
+    # Given a pool of 4 slots with 10 handlers whose streams are empty,
+    for stream, name in zip(streams, names, strict=True):
+        @lab.app.handler(stream, name=name, breaker=None)
+        async def work(order: Order, ctx: Context) -> None:
+            handled[ctx.message_id] += 1
+
+    async with PoolRun(lab.app) as pool:
+        await pool.until(lambda: len(pool.pool.consumers) == len(names), within=5,
+                         what="every handler to start")
+        await asyncio.sleep(0.3)
+        # every one of them waits for work holding no slot (holding one each, four waited
+        # on Redis and six for a slot, taking turns a second at a time),
+        assert pool.pool.statistics().in_flight == 0
+        assert pool.pool.statistics().waiting == 0
+        # and a message published to each is handled once, without waiting for a turn.
+        published = [await lab.app.apublish(stream, {"n": n})
+                     for n, stream in enumerate(streams)]
+        await pool.until(lambda: len(handled) == len(published), within=5,
+                         what="every message handled")
+        for name in names:
+            await pool.until(lambda name=name: _done(aredis, lab, name), within=5,
+                             what="every ack")
     assert set(handled) == set(published) and set(handled.values()) == {1}
 
 

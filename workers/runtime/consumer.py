@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +72,8 @@ class HandlerConsumer:
         """Idempotent handlers: whether each fetched entry's message was already completed,
         looked up for the whole batch in one round trip when it was read."""
         self._idle = True
-        """The last read found nothing: the next one waits for messages holding one slot,
-        not a batch's worth that the pool's other handlers could be using meanwhile."""
+        """The last read found nothing: the next one waits for a message holding no slot
+        (:meth:`fetch`)."""
         self.newest: dict[str, str] = {}
         """Per stream, the newest entry id this process was handed (read or claimed): an
         entry pending on this consumer with a greater id came from a call whose reply was
@@ -83,19 +84,24 @@ class HandlerConsumer:
             await streams.ensure_group(self.client, stream, self.group)
 
     async def fetch(self, block_ms: int) -> int:
-        """Read up to one batch (never more than the free slots; one message when the last
-        read found none, so that an idle handler waits for work holding one slot, not the
-        pool's) and start every message. Returns how many were started."""
-        wanted = self.batch_size
+        """Read up to one batch (never more than the free slots) and start every message.
+        Returns how many were started.
+
+        A handler whose last read found nothing waits on Redis for one message holding no
+        slot, then takes a slot for what it got (waiting for one if the pool is full; the
+        entry is kept fresh meanwhile, so no other process claims it). A pool's handlers
+        may outnumber its slots: holding one each, idle handlers took turns at reading,
+        and a message published to one of 50 idle handlers of a 16-slot pool waited up to
+        2 s for its handler's turn. Only the read after a batch takes its slots first."""
         gate = self.gate
-        if self._idle and (gate is None or gate.closed):
-            wanted = 1  # (but half-open probes may run side by side: ask for them all)
-        granted = await self.limiter.acquire_up_to(wanted)
+        waits = self._idle and (gate is None or gate.closed)
+        # (an idle handler whose breaker is half-open asks for every probe permit at once)
+        granted = 0 if waits else await self.limiter.acquire_up_to(self.batch_size)
         limit: int | None = None
         divert_all = False
         if gate is not None:
             try:
-                limit, wait = await gate.admit(self.client, granted)
+                limit, wait = await gate.admit(self.client, max(granted, 1))
             except BaseException:
                 self.limiter.release(granted)
                 raise
@@ -111,11 +117,10 @@ class HandlerConsumer:
         try:
             entries = await streams.read_group(
                 self.client, self.group, self.consumer, self.streams,
-                # Only the read of a handler whose last read found nothing waits on Redis
-                # (holding one slot, or its probes'): the read after a batch returns at
-                # once, so a batch's worth of slots never sits idle for a second while the
-                # pool's other handlers have work.
-                count=granted, block_ms=block_ms if self._idle else None)
+                # Only the read of a handler whose last read found nothing waits on Redis:
+                # the read after a batch returns at once, so a batch's worth of slots never
+                # sits idle for a second while the pool's other handlers have work.
+                count=1 if waits else granted, block_ms=block_ms if self._idle else None)
         except ResponseError as exc:
             self.limiter.release(granted)
             if str(exc).startswith(NOTHING_READ):
@@ -132,6 +137,8 @@ class HandlerConsumer:
             newest = self.newest
             for envelope in entries:  # (ascending ids per stream: the last is the newest)
                 newest[envelope.source] = envelope.entry_id
+            if waits:
+                granted = await self._slots_for(entries)
         # XREADGROUP's COUNT is per stream: two streams may return up to twice ``granted``.
         extra = len(entries) - granted
         if extra > 0:
@@ -159,6 +166,20 @@ class HandlerConsumer:
         # a few per cent off the publish-to-handler latency (bench/latency.py).
         await asyncio.sleep(0)
         return len(entries)
+
+    async def _slots_for(self, entries: list[Envelope]) -> int:
+        """Take slots for entries read without any (at least one; the rest may be
+        borrowed), waiting for the pool's turn. Meanwhile they count as running for
+        keep-fresh and recovery: they are this process's, if not yet started."""
+        running, now = self.in_flight.running, time.monotonic()
+        keys = [(e.source, e.entry_id) for e in entries]
+        for key in keys:
+            running.setdefault(key, now)
+        try:
+            return await self.limiter.acquire_up_to(len(entries))
+        finally:
+            for key in keys:
+                running.pop(key, None)
 
     async def start_recovered(self, envelopes: list[Envelope]) -> None:
         """Start entries taken back from a dead consumer, asking the breaker first: a
