@@ -169,17 +169,23 @@ def _time_drain(client: redis.Redis, proc: subprocess.Popen[bytes], stream: str,
                 timeout: float = 600.0) -> tuple[float, float | None, float]:
     """Seconds from the first read until everything is handled (and ``extra_done()``, if
     given, says the rest is done too); peak RSS (MB); and the CPU seconds the consumer spent
-    in that span."""
+    in that span. The first read is placed halfway between the last poll that saw nothing
+    read and the first that saw a read, so that a drain shorter than one poll still
+    measures a time (not 0 s, and an infinite rate)."""
     t0: float | None = None
     cpu0 = 0.0
     deadline = time.monotonic() + timeout
     rss: float | None = None
+    before = time.monotonic()
+    """When a poll last saw nothing read."""
     while time.monotonic() < deadline:
         info = _group(client, stream, group)
         now = time.monotonic()
         if info and info["read"] > 0 and t0 is None:
-            t0 = now
+            t0 = (before + now) / 2
             cpu0 = _cpu_seconds(proc.pid)
+        elif t0 is None:
+            before = now
         done = info is not None and info["read"] >= n and info["lag"] == 0 and info["pending"] == 0
         if done and extra_done is not None:
             done = extra_done()
