@@ -16,7 +16,7 @@ On the stream ``<prefix>-side`` (every fifth message is published there too):
 * ``flaky`` fails the first attempt of every fifth of its messages (a durable delayed retry) and
   dead-letters every message while the witness flag ``reject`` is up;
 * ``guarded`` sits behind a circuit breaker (the only handler with one) and fails while
-  the flag ``down`` is up.
+  the flag ``down`` is up, and takes a second per message while the flag ``slow`` is.
 
 And a saga ``<prefix>-checkout``: ``reserve`` then ``charge``; ``charge`` fails for good for
 every fourth order, so ``reserve`` is compensated by ``release``.
@@ -204,6 +204,8 @@ def build(prefix: str) -> tuple[App, Saga]:
     async def guarded(msg: Msg) -> None:
         if await flag("down"):
             raise ConnectionError("the guarded dependency is down")
+        if await flag("slow"):
+            await asyncio.sleep(1.0)  # (a half-open probe then lasts long enough to see)
         await record("runs:guarded", msg.n)
 
     checkout = Saga(app, names.saga, deadline=SAGA_DEADLINE)

@@ -206,7 +206,9 @@ def partition_during_operations(directory: Path) -> Row:
         row.notes.append(f"dlq replay cut off 2 s in, run {runs} times (exit codes "
                          f"{codes}), {time.monotonic() - began:.0f}s in")
         # The breaker: its dependency fails until it opens; partition when it goes
-        # half-open and lets its probe through.
+        # half-open and lets its probe through. The dependency comes back slow (a second
+        # a call): a probe that succeeds at once is half-open for a few milliseconds, too
+        # short a moment to be seen reliably and partitioned.
         world.set_flag("down", True)
         caught = False
         with world.client() as client:
@@ -215,6 +217,7 @@ def partition_during_operations(directory: Path) -> Row:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
+            world.set_flag("slow", True)
             world.set_flag("down", False)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -223,6 +226,7 @@ def partition_during_operations(directory: Path) -> Row:
                     caught = True
                     break
                 time.sleep(0.01)
+        world.set_flag("slow", False)
         row.notes.append(("partition during the half-open probe" if caught
                           else "the half-open state was not seen")
                          + f", {time.monotonic() - began:.0f}s in")
