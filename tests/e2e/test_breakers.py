@@ -440,7 +440,8 @@ def test_operators_open_and_close_a_running_fleet_within_a_batch(e2e: E2E) -> No
         # and when the operator closes it, handling resumes at once.
         cli(e2e, "breaker", "close", handler)
         closed = time.time()
-        wait_until(lambda: dep.calls() > calls, timeout=3, what="handling to resume",
+        # (the call log, which the handler writes after counting the call)
+        wait_until(lambda: len(dep.call_log()) > calls, timeout=3, what="handling to resume",
                    details=e2e.all_logs)
         assert min(c.at for c in dep.call_log()[calls:]) < closed + 1.5
         assert status_breaker(e2e, handler) == "closed"
