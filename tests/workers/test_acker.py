@@ -108,6 +108,26 @@ async def test_follow_ups_to_another_slot_wait_in_the_outbox_until_the_next_flus
     assert acker.pending == 0
 
 
+async def test_closing_commits_relays_and_empties_the_outbox(client: aioredis.Redis) -> None:
+    keys = HandlerKeys("orders", "billing.charge")
+    entry_id = await _pending_message(client, keys)
+    acker = AckBatcher(client)
+    acker.start()
+
+    # Given an ack whose follow-up is bound for another slot, still queued at shutdown,
+    acker.commit(keys.stream, keys.outbox, keys.group,
+                 Pending(entry_id, None, [("payments", {"id": "e0", "payload": "{}"})]))
+    # when the pool closes its ack pipeline,
+    await acker.close()
+
+    # the ack, the relay and the outbox's clean-up all went out: nothing is left for the
+    # sweeper to relay a second time.
+    assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+    assert [f[b"id"] for _, f in await client.xrange("payments")] == [b"e0"]
+    assert await client.xlen(outbox("orders")) == 0
+    assert acker.pending == 0
+
+
 async def test_follow_ups_of_an_entry_someone_else_acked_are_not_written(
         client: aioredis.Redis) -> None:
     keys = HandlerKeys("orders", "billing.charge")

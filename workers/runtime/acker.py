@@ -29,6 +29,11 @@ from workers.runtime.tasks import cancel_and_wait
 log = logging.getLogger("seawall.acker")
 
 Contributor = Callable[[Any], "Callable[[Any], None] | None"]
+
+FINAL_FLUSHES = 5
+"""Flushes at most when closing, until nothing is left: a follow-up to another slot takes
+three (its commit, its relay, its outbox entry's deletion), a dead letter whose entry left
+its stream one more (sent again with its fields)."""
 """Adds at most one command to a flush's pipeline; returns what to do with its reply."""
 PipelineOp = Callable[[Any], Awaitable[Any]]
 """Queues one command (usually a Lua script) on the pipeline it is given."""
@@ -321,7 +326,7 @@ class AckBatcher:
             await cancel_and_wait([self._task])
             self._task = None
         try:
-            for _ in range(3):
+            for _ in range(FINAL_FLUSHES):
                 await asyncio.shield(self.flush())
                 if not self.pending:
                     break
