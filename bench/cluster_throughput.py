@@ -52,20 +52,25 @@ def _streams(client: Any, tag: str) -> list[str]:
 def _drain(client: Any, procs: list[subprocess.Popen[bytes]], groups: list[tuple[str, str]],
            per_stream: int, timeout: float = 600.0) -> tuple[float, float]:
     """Seconds from the first read on any stream until every group is done, and the CPU
-    seconds every consumer process spent meanwhile."""
+    seconds every consumer process spent meanwhile. As in bench/throughput.py's
+    ``_time_drain``, the first read is placed halfway between the last look that saw
+    nothing read and the first that saw a read (a tiny input may be drained between two
+    looks)."""
     t0: float | None = None
     cpu0 = 0.0
     deadline = time.monotonic() + timeout
+    before = time.monotonic()
     while time.monotonic() < deadline:
         infos = [_group(client, stream, group) for stream, group in groups]
         now = time.monotonic()
         if t0 is None and any(i and i["read"] > 0 for i in infos):
-            t0 = now
+            t0 = (before + now) / 2
             cpu0 = sum(_cpu_seconds(p.pid) for p in procs)
+        elif t0 is None:
+            before = now
         if t0 is not None and all(i and i["read"] >= per_stream and i["lag"] == 0
                                   and i["pending"] == 0 for i in infos):
-            # (at least a millisecond: a tiny input may be drained between two looks)
-            return max(now - t0, 1e-3), sum(_cpu_seconds(p.pid) for p in procs) - cpu0
+            return now - t0, sum(_cpu_seconds(p.pid) for p in procs) - cpu0
         for proc in procs:
             # A raw consumer exits 0 once it has read its share: only a failure is early.
             if proc.poll() not in (None, 0):
