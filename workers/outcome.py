@@ -62,11 +62,9 @@ class FollowUp:
 NO_FOLLOW_UPS: tuple[FollowUp, ...] = ()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """What becomes of one message. Build them with the class methods, and treat them as
-    read-only (``OK`` and ``SKIPPED`` are shared). Not a frozen dataclass: its constructor
-    costs twice as much, and a flood of failures makes one per message."""
+    """What becomes of one message. Build them with the class methods."""
 
     kind: Kind
     follow_ups: tuple[FollowUp, ...] = NO_FOLLOW_UPS
