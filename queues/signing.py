@@ -48,7 +48,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Protocol
 
 SIG = b"sig"
 """Field: the HMAC-SHA256 of :func:`canonical`, 64 lowercase hex digits."""
@@ -112,26 +113,83 @@ def _body(fields: RawFields, stream: bytes) -> bytes:
     return b"".join([head, *values, *others])
 
 
-class _Key:
-    """One key's HMAC-SHA256, its padded inner (followed by :data:`VERSION`) and outer
-    states hashed once."""
+SIGNED, NOT_SIGNED, NO_KEY_ID, UNKNOWN_KEY, MISMATCH = range(5)
+"""A verifier's verdict on an entry (:meth:`PureVerifier.verdict`)."""
 
-    __slots__ = ("inner", "outer")
 
-    def __init__(self, secret: bytes) -> None:
+class PureVerifier:
+    """An app's keys prepared for making and checking signatures, in Python: the
+    reference for ``queues/_sigcheck.c`` (:data:`Verifier`), which computes the same
+    bytes in C and is used when it was built.
+
+    Each key's padded inner (followed by :data:`VERSION`) and outer SHA-256 states are
+    hashed once, so a message costs its own blocks only: the same bytes as
+    ``hmac.digest(key, VERSION + body, "sha256")`` (RFC 2104; a unit test holds them
+    equal)."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: dict[bytes, bytes], version: bytes, named: tuple[bytes, ...],
+                 known: frozenset[bytes], sig_field: bytes, key_field: bytes) -> None:
+        if (version, named, known, sig_field, key_field) != (VERSION, NAMED, _KNOWN, SIG,
+                                                             SIG_KEY):
+            raise ValueError("PureVerifier implements the canonical form of version 1 only")
+        self._keys = {key_id: self._prepare(secret) for key_id, secret in keys.items()}
+
+    @staticmethod
+    def _prepare(secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
         if len(secret) > _BLOCK:
             secret = hashlib.sha256(secret).digest()
         secret = secret.ljust(_BLOCK, b"\0")
-        self.inner = hashlib.sha256(secret.translate(_IPAD) + VERSION)
-        self.outer = hashlib.sha256(secret.translate(_OPAD))
+        return (hashlib.sha256(secret.translate(_IPAD) + VERSION),
+                hashlib.sha256(secret.translate(_OPAD)))
 
-    def mac(self, body: bytes) -> bytes:
-        """HMAC-SHA256 of :data:`VERSION` + ``body``, as 64 hex digits (ASCII bytes)."""
-        inner = self.inner.copy()
-        inner.update(body)
-        outer = self.outer.copy()
+    def _mac(self, fields: RawFields, stream: bytes,
+             key: tuple[hashlib._Hash, hashlib._Hash]) -> bytes:
+        inner = key[0].copy()
+        inner.update(_body(fields, stream))
+        outer = key[1].copy()
         outer.update(inner.digest())
         return outer.hexdigest().encode()
+
+    def mac(self, fields: dict[bytes, bytes], stream: bytes, key_id: bytes, /) -> bytes:
+        """The signature of ``fields`` for ``stream`` under ``key_id``: 64 hex digits."""
+        return self._mac(fields, stream, self._keys[key_id])
+
+    def verdict(self, fields: dict[bytes, bytes], stream: bytes, /) -> int:
+        """:data:`SIGNED` if a known key signed exactly these fields for ``stream``, else
+        why not (:data:`NOT_SIGNED`, :data:`NO_KEY_ID`, :data:`UNKNOWN_KEY`,
+        :data:`MISMATCH`)."""
+        given = fields.get(SIG)
+        if given is None:
+            return NOT_SIGNED
+        key_id = fields.get(SIG_KEY)
+        if key_id is None:
+            return NO_KEY_ID
+        key = self._keys.get(key_id)
+        if key is None:
+            return UNKNOWN_KEY
+        return SIGNED if hmac.compare_digest(self._mac(fields, stream, key), given) else MISMATCH
+
+
+class SignatureVerifier(Protocol):
+    """What :class:`Keyring` asks of a verifier (:class:`PureVerifier`, or the C one)."""
+
+    def verdict(self, fields: dict[bytes, bytes], stream: bytes, /) -> int: ...
+    def mac(self, fields: dict[bytes, bytes], stream: bytes, key_id: bytes, /) -> bytes: ...
+
+
+VerifierFactory = Callable[[dict[bytes, bytes], bytes, tuple[bytes, ...], frozenset[bytes],
+                            bytes, bytes], SignatureVerifier]
+"""A verifier class: ``(keys, version, named, known, sig_field, key_field)``."""
+
+NATIVE: VerifierFactory | None
+"""The C verifier (``queues/_sigcheck.c``), None where it was not built (``pip install``
+compiles it when a C compiler and OpenSSL's headers are there)."""
+try:
+    from queues._sigcheck import Verifier as NATIVE
+except ImportError:
+    NATIVE = None
 
 
 def check_key_id(key_id: object) -> str:
@@ -164,16 +222,17 @@ class Keyring:
     (``sign_with``). Raises ValueError, naming the fix, for a key too short, a bad key id,
     or ``sign_with`` not among the keys."""
 
-    __slots__ = ("_keys", "_known", "sign_with")
+    __slots__ = ("_key_ids", "_known", "_verifier", "sign_with")
 
-    def __init__(self, keys: Mapping[str, bytes | str], sign_with: str | None) -> None:
+    def __init__(self, keys: Mapping[str, bytes | str], sign_with: str | None, *,
+                 verifier: VerifierFactory | None = None) -> None:
         if not keys:
             raise ValueError("signing_keys is empty: give at least one key, "
                              "signing_keys={'k1': secrets.token_hex(32)}")
-        prepared: dict[bytes, _Key] = {}
+        secrets: dict[bytes, bytes] = {}
         for key_id, secret in keys.items():
             check_key_id(key_id)
-            prepared[key_id.encode()] = _Key(key_bytes(key_id, secret))
+            secrets[key_id.encode()] = key_bytes(key_id, secret)
         if sign_with is None:
             if len(keys) != 1:
                 raise ValueError(f"sign_with must name the key to sign with, one of "
@@ -182,13 +241,15 @@ class Keyring:
         elif sign_with not in keys:
             raise ValueError(f"sign_with={sign_with!r} is not among signing_keys "
                              f"({', '.join(map(repr, keys))}): add it to signing_keys")
-        self._keys = prepared
-        self._known = ", ".join(sorted(keys))
+        self._verifier = (verifier or NATIVE or PureVerifier)(secrets, VERSION, NAMED,
+                                                              _KNOWN, SIG, SIG_KEY)
+        self._key_ids = sorted(keys)
+        self._known = ", ".join(self._key_ids)
         self.sign_with = sign_with
 
     @property
     def key_ids(self) -> list[str]:
-        return sorted(k.decode() for k in self._keys)
+        return list(self._key_ids)
 
     def sign(self, fields: OutFields, stream: str) -> None:
         """Add ``sig_key`` and ``sig`` to ``fields``, bound for ``stream`` (a signature
@@ -197,34 +258,25 @@ class Keyring:
         fields.pop("sig_key", None)
         key_id = self.sign_with
         fields["sig_key"] = key_id
-        body = _body({_b(k): _b(v) for k, v in fields.items()}, _b(stream))
-        fields["sig"] = self._keys[key_id.encode()].mac(body)
+        raw = {_b(k): _b(v) for k, v in fields.items()}
+        fields["sig"] = self._verifier.mac(raw, _b(stream), key_id.encode())
 
-    def check(self, fields: RawFields, stream: bytes) -> str | None:
+    def check(self, fields: dict[bytes, bytes], stream: bytes) -> str | None:
         """Why the entry's signature is refused, or None if a known key signed exactly
-        these fields for ``stream``. (Once per message read: kept lean on purpose.)"""
-        given = fields.get(SIG)
-        key_id = fields.get(SIG_KEY)
-        if given is None or key_id is None:
-            return self._missing(given, key_id)
-        key = self._keys.get(key_id)
-        if key is None:
-            return self._missing(given, key_id)
-        inner = key.inner.copy()
-        inner.update(_body(fields, stream))
-        outer = key.outer.copy()
-        outer.update(inner.digest())
-        if hmac.compare_digest(outer.hexdigest().encode(), given):
-            return None
-        return (f"the signature (key {key_id.decode()!r}) does not match: a signed "
-                "field was changed, added or removed after signing, or the message "
-                "was signed for another stream")
+        these fields for ``stream``. (Once per message read: one call to the verifier.)"""
+        verdict = self._verifier.verdict(fields, stream)
+        return None if verdict == SIGNED else self._refusal(verdict, fields)
 
-    def _missing(self, given: bytes | None, key_id: bytes | None) -> str:
-        if given is None:
+    def _refusal(self, verdict: int, fields: dict[bytes, bytes]) -> str:
+        if verdict == NOT_SIGNED:
             return ("the message is not signed (no 'sig' field); this app accepts only "
                     "messages signed with one of its signing_keys")
-        if key_id is None:
+        if verdict == NO_KEY_ID:
             return "the message has a 'sig' field but no 'sig_key' naming its key"
-        return (f"signed with key id {key_id.decode('utf-8', 'replace')[:64]!r}, which "
-                f"this app does not have (its keys: {self._known})")
+        key_id = fields[SIG_KEY].decode("utf-8", "replace")
+        if verdict == UNKNOWN_KEY:
+            return (f"signed with key id {key_id[:64]!r}, which this app does not have "
+                    f"(its keys: {self._known})")
+        return (f"the signature (key {key_id!r}) does not match: a signed field was "
+                "changed, added or removed after signing, or the message was signed for "
+                "another stream")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, MutableMapping
 
+from queues import signing
 from queues.envelope import PAYLOAD, Envelope
 from queues.signing import Keyring
 from workers.errors import ConfigError, MessageTooLarge, PayloadTooLarge, SignatureError
@@ -111,6 +112,15 @@ class Integrity:
     @property
     def signs(self) -> bool:
         return self.keyring is not None
+
+    def warnings(self) -> list[str]:
+        """What ``seawall run`` says at start: signatures checked in Python, where the C
+        check was not built, cost several times as much per message."""
+        if self.keyring is None or signing.NATIVE is not None:
+            return []
+        return ["signatures are checked in Python (about 2.5 us a message instead of 0.4): "
+                "seawall's C check (queues._sigcheck) was not built; reinstall seawall "
+                "where a C compiler and OpenSSL's headers (libssl-dev) are installed"]
 
     def seal(self, stream: str, fields: MutableMapping[str, str | bytes]) -> None:
         """Check the payload's size (:class:`PayloadTooLarge`) and, with keys, sign the

@@ -1,6 +1,6 @@
 """Signing (pure): HMAC-SHA256 over the canonical form of an entry, checked the way a
 consumer reads entries (bytes), with key rotation, and each way an entry can be refused
-named in the reason."""
+named in the reason; every test runs with the C verifier and with the Python one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hmac
 
 import pytest
 
+from queues import signing
 from queues.delayed import retry_fields
 from queues.envelope import encode
 from queues.signing import MIN_KEY_BYTES, UNSIGNED, Keyring, canonical, canonical_raw
@@ -15,6 +16,18 @@ from queues.signing import MIN_KEY_BYTES, UNSIGNED, Keyring, canonical, canonica
 K1 = "k1-" + "a" * 40
 K2 = b"k2-" + b"\x00\xffb" * 20
 STREAM = "payments"
+
+
+@pytest.fixture(autouse=True, params=["C", "Python"])
+def verifier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which verifier the keyrings of a test use."""
+    if request.param == "C":
+        if signing.NATIVE is None:
+            pytest.skip("queues._sigcheck was not built (no C compiler or OpenSSL headers "
+                        "when seawall was installed)")
+    else:
+        monkeypatch.setattr(signing, "NATIVE", None)
+    return str(request.param)
 
 
 def read_back(fields: dict[str, str | bytes]) -> dict[bytes, bytes]:

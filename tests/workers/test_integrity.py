@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from queues import signing
 from queues.envelope import Envelope, encode
 from queues.keys import SagaKeys
 from workers.app import App
@@ -196,3 +197,13 @@ def test_a_handlers_follow_ups_are_sealed_for_their_target_stream() -> None:
     [staged] = sink.staged
     assert isinstance(staged, FollowUp)
     assert integrity.admission("payments")(arrived(staged.fields, "payments")) is None
+
+
+def test_seawall_run_warns_when_signatures_are_checked_in_python(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    signing_app = Integrity(signing_keys={"k1": KEY})
+    assert Integrity().warnings() == []
+    monkeypatch.setattr(signing, "NATIVE", None)
+    (warning,) = signing_app.warnings()
+    assert "checked in Python" in warning and "libssl-dev" in warning
+    assert Integrity().warnings() == []

@@ -84,6 +84,8 @@ def run(app_path: str, pools: tuple[str, ...], concurrency: int | None,
     described = ", ".join(f"{p}x{n}" for p, n in slots.items())
     click.echo(f"seawall: running {app.name} pools {described} against {redact(url)}", err=True)
     check_redis(url)
+    for warning in app.integrity.warnings():
+        log.warning(warning)
     try:
         for warning in cluster_checks.check(url, [(r.name, r.keys) for pool in selected
                                                   for r in app.records_of(pool)]):

@@ -1,0 +1,494 @@
+/* queues._sigcheck: seawall's message signatures (queues/signing.py) computed in C.
+
+   Why: a signing app checks one HMAC-SHA256 per message it reads. In Python, building the
+   canonical form and running the HMAC cost about 2.5 us a message, a quarter of what a
+   pool spends on a message whose handler does nothing. Here the canonical form is laid out
+   in one buffer and hashed with OpenSSL's SHA-256 (the same library hashlib uses), from the
+   key's padded states prepared once: a few hundred nanoseconds.
+
+   It computes exactly what queues/signing.py's reference implementation does (its
+   docstring and docs/signing.md give the canonical form); tests/queues/test_signing.py
+   holds the two equal on generated field maps. Without a C compiler or OpenSSL's headers
+   the package installs without this module, and signing.py does the same in Python. */
+
+#define PY_SSIZE_T_CLEAN
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_CTX: copied by value, which EVP cannot do cheaply */
+#include <Python.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK 64
+#define HEX_LEN (2 * SHA256_DIGEST_LENGTH)
+#define INLINE_BYTES 2048 /* canonical forms up to this size are hashed in one update */
+
+enum { OK = 0, NOT_SIGNED = 1, NO_KEY_ID = 2, UNKNOWN_KEY = 3, MISMATCH = 4 };
+
+typedef struct {
+    SHA256_CTX inner; /* past the key xor ipad and the version line */
+    SHA256_CTX outer; /* past the key xor opad */
+} PreparedKey;
+
+typedef struct {
+    const char *data;
+    Py_ssize_t len;
+} Piece;
+
+typedef struct {
+    Piece name;
+    Piece value;
+} Other;
+
+/* What a field is to the canonical form: one of the named fields (its place in values[],
+   from 1), a field the signature does not cover, the signature or its key id, or another
+   covered field (a producer's header). */
+enum { OTHER = -1, SKIPPED = -2, SIG = -3, KEY_ID = -4 };
+#define MAX_NAMED 31
+#define MAX_KNOWN 64
+
+typedef struct {
+    const char *data;
+    Py_ssize_t len;
+    int role;
+} KnownName;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ids;   /* dict: key id (bytes) -> index into keys (int) */
+    PyObject *names; /* the named tuple and the known frozenset: KnownName points into them */
+    Py_ssize_t nnamed;
+    int nknown;
+    KnownName known[MAX_KNOWN];
+    Py_ssize_t nkeys;
+    PreparedKey *keys;
+} Verifier;
+
+/* One entry's fields, sorted out in one pass over its dict. */
+typedef struct {
+    Piece values[MAX_NAMED + 1]; /* the stream, then the named fields (empty if missing) */
+    PyObject *sig;
+    PyObject *key_id;
+    Other inline_others[8];
+    Other *others;
+    Py_ssize_t nothers;
+    Py_ssize_t room;
+} Entry;
+
+static void put_u32(unsigned char *at, size_t value) {
+    at[0] = (unsigned char)(value >> 24);
+    at[1] = (unsigned char)(value >> 16);
+    at[2] = (unsigned char)(value >> 8);
+    at[3] = (unsigned char)value;
+}
+
+static int as_piece(PyObject *value, Piece *out, const char *what) {
+    if (!PyBytes_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.100s", what,
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    out->data = PyBytes_AS_STRING(value);
+    out->len = PyBytes_GET_SIZE(value);
+    if ((size_t)out->len > 0xFFFFFFFFu) {
+        PyErr_SetString(PyExc_OverflowError, "a signed field is longer than 4 GiB");
+        return -1;
+    }
+    return 0;
+}
+
+/* Bytes order, as Python sorts bytes: unsigned lexicographic, a prefix first. */
+static int by_name(const void *a, const void *b) {
+    const Piece *x = &((const Other *)a)->name, *y = &((const Other *)b)->name;
+    Py_ssize_t shorter = x->len < y->len ? x->len : y->len;
+    int order = memcmp(x->data, y->data, (size_t)shorter);
+    if (order != 0) return order;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+static int role_of(const Verifier *self, const char *data, Py_ssize_t len) {
+    int i;
+    for (i = 0; i < self->nknown; i++) {
+        const KnownName *known = &self->known[i];
+        if (known->len == len && memcmp(known->data, data, (size_t)len) == 0)
+            return known->role;
+    }
+    return OTHER;
+}
+
+static void entry_release(Entry *entry) {
+    if (entry->others != entry->inline_others) PyMem_Free(entry->others);
+}
+
+static int add_other(Entry *entry, PyObject *name, PyObject *value) {
+    if (entry->nothers == entry->room) {
+        Other *grown = PyMem_Malloc(sizeof(Other) * (size_t)entry->room * 2);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(grown, entry->others, sizeof(Other) * (size_t)entry->nothers);
+        if (entry->others != entry->inline_others) PyMem_Free(entry->others);
+        entry->others = grown;
+        entry->room *= 2;
+    }
+    if (as_piece(name, &entry->others[entry->nothers].name, "a field's name") < 0 ||
+        as_piece(value, &entry->others[entry->nothers].value, "a field's value") < 0)
+        return -1;
+    entry->nothers++;
+    return 0;
+}
+
+/* Sort an entry's fields out (entry_release it afterwards, even on failure). */
+static int entry_read(const Verifier *self, PyObject *fields, PyObject *stream, Entry *entry) {
+    Py_ssize_t i, pos = 0;
+    PyObject *name, *value;
+
+    entry->sig = entry->key_id = NULL;
+    entry->others = entry->inline_others;
+    entry->nothers = 0;
+    entry->room = 8;
+    if (!PyDict_Check(fields)) {
+        PyErr_Format(PyExc_TypeError, "fields must be a dict, not %.100s",
+                     Py_TYPE(fields)->tp_name);
+        return -1;
+    }
+    if (as_piece(stream, &entry->values[0], "the stream name") < 0) return -1;
+    for (i = 1; i <= self->nnamed; i++) {
+        entry->values[i].data = "";
+        entry->values[i].len = 0;
+    }
+    while (PyDict_Next(fields, &pos, &name, &value)) {
+        int role;
+        if (!PyBytes_Check(name)) {
+            PyErr_Format(PyExc_TypeError, "a field's name must be bytes, not %.100s",
+                         Py_TYPE(name)->tp_name);
+            return -1;
+        }
+        role = role_of(self, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        if (role > 0) {
+            if (as_piece(value, &entry->values[role], "a field's value") < 0) return -1;
+        } else if (role == OTHER) {
+            if (add_other(entry, name, value) < 0) return -1;
+        } else if (role == SIG) {
+            entry->sig = value;
+        } else if (role == KEY_ID) {
+            entry->key_id = value;
+        }
+    }
+    if (entry->nothers > 1)
+        qsort(entry->others, (size_t)entry->nothers, sizeof(Other), by_name);
+    return 0;
+}
+
+static void update(SHA256_CTX *ctx, const Piece *piece) {
+    if (piece->len) SHA256_Update(ctx, piece->data, (size_t)piece->len);
+}
+
+/* Feed the canonical form after its version line into ctx (see signing.py). */
+static int hash_body(const Verifier *self, const Entry *entry, SHA256_CTX *ctx) {
+    Py_ssize_t nvalues = self->nnamed + 1, nothers = entry->nothers, i;
+    const Piece *values = entry->values;
+    const Other *others = entry->others;
+    unsigned char buffer[INLINE_BYTES];
+    unsigned char *head;
+    size_t head_len = 4 * (size_t)(1 + nvalues + 2 * nothers), total = head_len;
+
+    for (i = 0; i < nvalues; i++) total += (size_t)values[i].len;
+    for (i = 0; i < nothers; i++)
+        total += (size_t)others[i].name.len + (size_t)others[i].value.len;
+    head = head_len <= sizeof(buffer) ? buffer : PyMem_Malloc(head_len);
+    if (head == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    put_u32(head, (size_t)nothers);
+    for (i = 0; i < nvalues; i++) put_u32(head + 4 * (1 + i), (size_t)values[i].len);
+    for (i = 0; i < nothers; i++) {
+        put_u32(head + 4 * (1 + nvalues + i), (size_t)others[i].name.len);
+        put_u32(head + 4 * (1 + nvalues + nothers + i), (size_t)others[i].value.len);
+    }
+    if (total <= sizeof(buffer)) {
+        /* One update over one buffer: far cheaper than an update per small field. */
+        unsigned char *at = buffer + head_len;
+        for (i = 0; i < nvalues; i++) {
+            memcpy(at, values[i].data, (size_t)values[i].len);
+            at += values[i].len;
+        }
+        for (i = 0; i < nothers; i++) {
+            memcpy(at, others[i].name.data, (size_t)others[i].name.len);
+            at += others[i].name.len;
+        }
+        for (i = 0; i < nothers; i++) {
+            memcpy(at, others[i].value.data, (size_t)others[i].value.len);
+            at += others[i].value.len;
+        }
+        SHA256_Update(ctx, buffer, total);
+    } else {
+        SHA256_Update(ctx, head, head_len);
+        for (i = 0; i < nvalues; i++) update(ctx, &values[i]);
+        for (i = 0; i < nothers; i++) update(ctx, &others[i].name);
+        for (i = 0; i < nothers; i++) update(ctx, &others[i].value);
+    }
+    if (head != buffer) PyMem_Free(head);
+    return 0;
+}
+
+/* The HMAC of an entry's canonical form under a prepared key, as 64 lowercase hex digits. */
+static int hex_mac(const Verifier *self, const Entry *entry, const PreparedKey *key,
+                   char hex[HEX_LEN]) {
+    static const char digits[] = "0123456789abcdef";
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256_CTX ctx = key->inner;
+    int i;
+
+    if (hash_body(self, entry, &ctx) < 0) return -1;
+    SHA256_Final(digest, &ctx);
+    ctx = key->outer;
+    SHA256_Update(&ctx, digest, sizeof(digest));
+    SHA256_Final(digest, &ctx);
+    for (i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        hex[2 * i] = digits[digest[i] >> 4];
+        hex[2 * i + 1] = digits[digest[i] & 15];
+    }
+    return 0;
+}
+
+static const PreparedKey *find_key(const Verifier *self, PyObject *key_id) {
+    PyObject *index = PyDict_GetItemWithError(self->ids, key_id);
+    if (index == NULL) return NULL;
+    return &self->keys[PyLong_AsSsize_t(index)];
+}
+
+static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
+    Entry entry;
+    const PreparedKey *key;
+    char hex[HEX_LEN];
+    unsigned char differ = 0;
+    const unsigned char *sig;
+    int i, result;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "verdict(fields, stream) takes 2 arguments");
+        return NULL;
+    }
+    if (entry_read(self, args[0], args[1], &entry) < 0) goto fail;
+    if (entry.sig == NULL) {
+        result = NOT_SIGNED;
+    } else if (entry.key_id == NULL) {
+        result = NO_KEY_ID;
+    } else if ((key = find_key(self, entry.key_id)) == NULL) {
+        if (PyErr_Occurred()) goto fail;
+        result = UNKNOWN_KEY;
+    } else {
+        if (hex_mac(self, &entry, key, hex) < 0) goto fail;
+        if (!PyBytes_Check(entry.sig) || PyBytes_GET_SIZE(entry.sig) != HEX_LEN) {
+            result = MISMATCH;
+        } else {
+            sig = (const unsigned char *)PyBytes_AS_STRING(entry.sig);
+            for (i = 0; i < HEX_LEN; i++) differ |= (unsigned char)(sig[i] ^ (unsigned char)hex[i]);
+            result = differ ? MISMATCH : OK;
+        }
+    }
+    entry_release(&entry);
+    return PyLong_FromLong(result);
+fail:
+    entry_release(&entry);
+    return NULL;
+}
+
+static PyObject *mac(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
+    Entry entry;
+    const PreparedKey *key;
+    char hex[HEX_LEN];
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "mac(fields, stream, key_id) takes 3 arguments");
+        return NULL;
+    }
+    key = find_key(self, args[2]);
+    if (key == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, args[2]);
+        return NULL;
+    }
+    if (entry_read(self, args[0], args[1], &entry) < 0 || hex_mac(self, &entry, key, hex) < 0) {
+        entry_release(&entry);
+        return NULL;
+    }
+    entry_release(&entry);
+    return PyBytes_FromStringAndSize(hex, HEX_LEN);
+}
+
+static void prepare(PreparedKey *key, const char *secret, Py_ssize_t len, const char *version,
+                    Py_ssize_t version_len) {
+    unsigned char block[BLOCK], pad[BLOCK];
+    int i;
+
+    memset(block, 0, sizeof(block));
+    if (len > BLOCK)
+        SHA256((const unsigned char *)secret, (size_t)len, block);
+    else
+        memcpy(block, secret, (size_t)len);
+    for (i = 0; i < BLOCK; i++) pad[i] = block[i] ^ 0x36;
+    SHA256_Init(&key->inner);
+    SHA256_Update(&key->inner, pad, BLOCK);
+    SHA256_Update(&key->inner, version, (size_t)version_len);
+    for (i = 0; i < BLOCK; i++) pad[i] = block[i] ^ 0x5c;
+    SHA256_Init(&key->outer);
+    SHA256_Update(&key->outer, pad, BLOCK);
+    OPENSSL_cleanse(block, sizeof(block));
+    OPENSSL_cleanse(pad, sizeof(pad));
+}
+
+static int same(PyObject *a, PyObject *b) {
+    return PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) &&
+           memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(a)) == 0;
+}
+
+/* The table role_of reads: each named field with its place, then the other known ones. */
+static int learn_names(Verifier *self, PyObject *named, PyObject *known, PyObject *sig_field,
+                       PyObject *key_field) {
+    Py_ssize_t i;
+    PyObject *name, *names;
+
+    if (PyTuple_GET_SIZE(named) > MAX_NAMED || PySet_GET_SIZE(known) > MAX_KNOWN) {
+        PyErr_Format(PyExc_ValueError, "at most %d named and %d known fields", MAX_NAMED,
+                     MAX_KNOWN);
+        return -1;
+    }
+    self->nknown = 0;
+    for (i = 0; i < PyTuple_GET_SIZE(named); i++) {
+        name = PyTuple_GET_ITEM(named, i);
+        if (!PyBytes_Check(name)) goto not_bytes;
+        self->known[self->nknown++] = (KnownName){PyBytes_AS_STRING(name),
+                                                  PyBytes_GET_SIZE(name), (int)(i + 1)};
+    }
+    self->nnamed = PyTuple_GET_SIZE(named);
+    names = PySequence_Tuple(known); /* the frozenset's own objects, held by it */
+    if (names == NULL) return -1;
+    for (i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        int role = SKIPPED;
+        name = PyTuple_GET_ITEM(names, i);
+        if (!PyBytes_Check(name)) {
+            Py_DECREF(names);
+            goto not_bytes;
+        }
+        if (role_of(self, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) != OTHER) continue;
+        if (same(name, sig_field)) role = SIG;
+        else if (same(name, key_field)) role = KEY_ID;
+        self->known[self->nknown++] = (KnownName){PyBytes_AS_STRING(name),
+                                                  PyBytes_GET_SIZE(name), role};
+    }
+    Py_DECREF(names);
+    return 0;
+not_bytes:
+    PyErr_SetString(PyExc_TypeError, "field names must be bytes");
+    return -1;
+}
+
+static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"keys", "version", "named", "known", "sig_field", "key_field", NULL};
+    PyObject *keys, *named, *known, *sig_field, *key_field, *ids, *held;
+    const char *version;
+    Py_ssize_t version_len, pos = 0, i = 0;
+    PyObject *key_id, *secret;
+    PreparedKey *prepared;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!y#O!O!SS", names, &PyDict_Type, &keys,
+                                     &version, &version_len, &PyTuple_Type, &named,
+                                     &PyFrozenSet_Type, &known, &sig_field, &key_field))
+        return -1;
+    if (self->keys != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Verifier is initialized once");
+        return -1;
+    }
+    if (learn_names(self, named, known, sig_field, key_field) < 0) return -1;
+    held = PyTuple_Pack(2, named, known);
+    if (held == NULL) return -1;
+    prepared = PyMem_Calloc((size_t)(PyDict_GET_SIZE(keys) ? PyDict_GET_SIZE(keys) : 1),
+                            sizeof(PreparedKey));
+    ids = PyDict_New();
+    if (prepared == NULL || ids == NULL) {
+        PyMem_Free(prepared);
+        Py_XDECREF(ids);
+        Py_DECREF(held);
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (PyDict_Next(keys, &pos, &key_id, &secret)) {
+        PyObject *index;
+        if (!PyBytes_Check(key_id) || !PyBytes_Check(secret)) {
+            PyErr_SetString(PyExc_TypeError, "keys must map key ids (bytes) to keys (bytes)");
+            goto fail;
+        }
+        prepare(&prepared[i], PyBytes_AS_STRING(secret), PyBytes_GET_SIZE(secret), version,
+                version_len);
+        index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyDict_SetItem(ids, key_id, index) < 0) {
+            Py_XDECREF(index);
+            goto fail;
+        }
+        Py_DECREF(index);
+        i++;
+    }
+    self->keys = prepared;
+    self->nkeys = i;
+    self->ids = ids;
+    self->names = held;
+    return 0;
+fail:
+    OPENSSL_cleanse(prepared, sizeof(PreparedKey) * (size_t)i);
+    PyMem_Free(prepared);
+    Py_DECREF(ids);
+    Py_DECREF(held);
+    return -1;
+}
+
+static void Verifier_dealloc(Verifier *self) {
+    if (self->keys != NULL) OPENSSL_cleanse(self->keys, sizeof(PreparedKey) * (size_t)self->nkeys);
+    PyMem_Free(self->keys);
+    Py_XDECREF(self->ids);
+    Py_XDECREF(self->names);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Verifier_methods[] = {
+    {"verdict", (PyCFunction)(void (*)(void))verdict, METH_FASTCALL,
+     "verdict(fields, stream) -> 0 signed by a known key, 1 not signed, 2 no key id, "
+     "3 unknown key id, 4 signature does not match"},
+    {"mac", (PyCFunction)(void (*)(void))mac, METH_FASTCALL,
+     "mac(fields, stream, key_id) -> the signature (64 hex digits, bytes)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject VerifierType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "queues._sigcheck.Verifier",
+    .tp_basicsize = sizeof(Verifier),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An app's signing keys, prepared for checking and making signatures.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Verifier_init,
+    .tp_dealloc = (destructor)Verifier_dealloc,
+    .tp_methods = Verifier_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "queues._sigcheck",
+    .m_doc = "seawall's message signatures in C (see queues/signing.py).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__sigcheck(void) {
+    PyObject *m;
+    if (PyType_Ready(&VerifierType) < 0) return NULL;
+    m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&VerifierType);
+    if (PyModule_AddObject(m, "Verifier", (PyObject *)&VerifierType) < 0) {
+        Py_DECREF(&VerifierType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,98 @@
+"""The C verifier (``queues/_sigcheck.c``) computes exactly what the Python reference
+(``queues.signing.PureVerifier``) and the standard library's ``hmac`` compute, on
+generated entries: any field names and bytes, headers of a producer's own (more than the
+eight the C code keeps without allocating), entries longer than its 2 KiB buffer, keys
+longer than a SHA-256 block."""
+
+from __future__ import annotations
+
+import hmac
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from queues import signing
+from queues.signing import (
+    _KNOWN,
+    MISMATCH,
+    NAMED,
+    NO_KEY_ID,
+    NOT_SIGNED,
+    SIG,
+    SIG_KEY,
+    SIGNED,
+    UNKNOWN_KEY,
+    VERSION,
+    PureVerifier,
+    canonical_raw,
+)
+
+pytestmark = pytest.mark.skipif(
+    signing.NATIVE is None,
+    reason="queues._sigcheck was not built (no C compiler or OpenSSL headers when seawall "
+           "was installed)")
+
+names = st.one_of(st.sampled_from(sorted(_KNOWN)), st.binary(max_size=20))
+values = st.one_of(st.binary(max_size=40), st.binary(min_size=2000, max_size=5000))
+entries = st.dictionaries(names, values, max_size=20)
+secrets = st.binary(min_size=32, max_size=150)
+
+
+def both(secret: bytes) -> tuple[signing.SignatureVerifier, PureVerifier]:
+    assert signing.NATIVE is not None
+    args = ({b"k1": secret}, VERSION, NAMED, _KNOWN, SIG, SIG_KEY)
+    return signing.NATIVE(*args), PureVerifier(*args)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries, st.binary(max_size=30), secrets)
+@example({b"x-%d" % i: b"v" * i for i in range(20)}, b"s", b"k" * 32)
+@example({b"payload": b"p" * 3000, b"b": b"", b"a": b"1", b"ab": b"2"}, b"s", b"k" * 65)
+def test_the_c_and_python_macs_are_the_standard_librarys(fields: dict[bytes, bytes],
+                                                          stream: bytes, secret: bytes) -> None:
+    native, pure = both(secret)
+    expected = hmac.new(secret, canonical_raw(fields, stream), "sha256").hexdigest().encode()
+
+    assert native.mac(fields, stream, b"k1") == expected
+    assert pure.mac(fields, stream, b"k1") == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries, st.binary(max_size=30), secrets, st.data())
+def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: bytes,
+                                         secret: bytes, data: st.DataObject) -> None:
+    native, pure = both(secret)
+    signed = {**fields, SIG_KEY: b"k1"}
+    signed[SIG] = pure.mac(signed, stream, b"k1")
+    assert native.verdict(signed, stream) == pure.verdict(signed, stream) == SIGNED
+
+    changed = dict(signed)
+    name = data.draw(names.filter(lambda n: n not in signing.UNSIGNED), label="changed")
+    changed[name] = changed.get(name, b"") + b"!"
+    assert native.verdict(changed, stream) == pure.verdict(changed, stream) == MISMATCH
+    assert native.verdict(signed, stream + b"!") == MISMATCH
+
+    cases = {NOT_SIGNED: {k: v for k, v in signed.items() if k != SIG},
+             NO_KEY_ID: {k: v for k, v in signed.items() if k != SIG_KEY},
+             UNKNOWN_KEY: {**signed, SIG_KEY: b"k2"},
+             MISMATCH: {**signed, SIG: signed[SIG].upper()}}
+    for verdict, entry in cases.items():
+        assert native.verdict(entry, stream) == pure.verdict(entry, stream) == verdict
+
+
+def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
+    native, _ = both(b"k" * 32)
+    with pytest.raises(TypeError, match="dict"):
+        native.verdict([(SIG, b"x")], b"s")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be bytes, not str"):
+        native.verdict({b"payload": "text", SIG: b"x", SIG_KEY: b"k1"}, b"s")  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="must be bytes, not str"):
+        native.mac({"payload": b"x"}, b"s", b"k1")  # type: ignore[dict-item]
+    with pytest.raises(KeyError):
+        native.mac({}, b"s", b"k2")
+
+
+def test_keyrings_use_the_c_verifier_when_it_was_built() -> None:
+    ring = signing.Keyring({"k1": "k" * 32}, "k1")
+    assert type(ring._verifier) is signing.NATIVE
