@@ -244,6 +244,24 @@ def run_raw_followup(client: redis.Redis, url: str, n: int) -> Result:
     return Result("raw loop, follow-up", n, seconds, rss, cpu)
 
 
+def pool_command(url: str, stream: str, *, fail_every: int = 0, tracing: bool = False,
+                 breaker: bool = True, idempotent: bool = False, follow_up_stream: str = "",
+                 signed: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one pool process of bench/bench_app.py
+    draining ``stream`` (run from ``ROOT``)."""
+    env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
+               BENCH_TRACING="1" if tracing else "0",
+               BENCH_BREAKER="1" if breaker else "0",
+               BENCH_IDEMPOTENT="1" if idempotent else "0",
+               BENCH_FOLLOW_UP_STREAM=follow_up_stream,
+               BENCH_SIGNING_KEY=SIGNING_KEY if signed else "",
+               SEAWALL_REDIS_URL=url,
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    argv = [sys.executable, "-m", "workers.runtime.process", "bench.bench_app:app", "bench",
+            "0", "--log-level", "WARNING", "--log-format", "json"]
+    return argv, env
+
+
 def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every: int = 0,
                 breaker: bool = True, idempotent: bool = False,
                 follow_up: bool = False, tracing: bool = False,
@@ -256,17 +274,11 @@ def run_seawall(client: redis.Redis, url: str, n: int, *, name: str, fail_every:
     keys = HandlerKeys(stream, "bench.noop")
     _publish(client, stream, n, sampled=0.01 if tracing else None, invalid=invalid,
              signed=signed)
-    env = dict(os.environ, BENCH_STREAM=stream, BENCH_FAIL_EVERY=str(fail_every),
-               BENCH_TRACING="1" if tracing else "0",
-               BENCH_BREAKER="1" if breaker else "0",
-               BENCH_IDEMPOTENT="1" if idempotent else "0", BENCH_FOLLOW_UP_STREAM=target,
-               BENCH_SIGNING_KEY=SIGNING_KEY if signed else "",
-               SEAWALL_REDIS_URL=url,
-               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    argv, env = pool_command(url, stream, fail_every=fail_every, tracing=tracing,
+                             breaker=breaker, idempotent=idempotent, follow_up_stream=target,
+                             signed=signed)
     log = tempfile.TemporaryFile() if invalid else None
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.runtime.process", "bench.bench_app:app", "bench", "0",
-         "--log-level", "WARNING", "--log-format", "json"], env=env, cwd=ROOT, stderr=log)
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=log)
     checks: list[Callable[[], bool]] = []
     if invalid:
         checks.append(_holds(client, keys.dlq, n))

@@ -46,6 +46,7 @@ typedef struct {
 enum { OTHER = -1, SKIPPED = -2, SIG = -3, KEY_ID = -4 };
 #define MAX_NAMED 31
 #define MAX_KNOWN 64
+#define MAX_KNOWN_LEN 64 /* longest known field name */
 
 typedef struct {
     const char *data;
@@ -59,7 +60,8 @@ typedef struct {
     PyObject *names; /* the named tuple and the known frozenset: KnownName points into them */
     Py_ssize_t nnamed;
     int nknown;
-    KnownName known[MAX_KNOWN];
+    KnownName known[MAX_KNOWN]; /* sorted by length */
+    unsigned char first[MAX_KNOWN_LEN + 2]; /* known[first[n]:first[n + 1]] are n bytes long */
     Py_ssize_t nkeys;
     PreparedKey *keys;
 } Verifier;
@@ -108,12 +110,35 @@ static int by_name(const void *a, const void *b) {
 
 static int role_of(const Verifier *self, const char *data, Py_ssize_t len) {
     int i;
-    for (i = 0; i < self->nknown; i++) {
-        const KnownName *known = &self->known[i];
-        if (known->len == len && memcmp(known->data, data, (size_t)len) == 0)
-            return known->role;
+    if (len > MAX_KNOWN_LEN) return OTHER;
+    for (i = self->first[len]; i < self->first[len + 1]; i++) {
+        if (memcmp(self->known[i].data, data, (size_t)len) == 0) return self->known[i].role;
     }
     return OTHER;
+}
+
+static int by_length(const void *a, const void *b) {
+    Py_ssize_t x = ((const KnownName *)a)->len, y = ((const KnownName *)b)->len;
+    return (x > y) - (x < y);
+}
+
+/* Sort the table by length and index it (role_of looks only at names of the same length). */
+static int index_names(Verifier *self) {
+    int i;
+    Py_ssize_t n;
+    for (i = 0; i < self->nknown; i++) {
+        if (self->known[i].len > MAX_KNOWN_LEN) {
+            PyErr_Format(PyExc_ValueError, "known field names are at most %d bytes",
+                         MAX_KNOWN_LEN);
+            return -1;
+        }
+    }
+    qsort(self->known, (size_t)self->nknown, sizeof(KnownName), by_length);
+    for (n = 0, i = 0; n <= MAX_KNOWN_LEN + 1; n++) {
+        while (i < self->nknown && self->known[i].len < n) i++;
+        self->first[n] = (unsigned char)i;
+    }
+    return 0;
 }
 
 static void entry_release(Entry *entry) {
@@ -260,6 +285,12 @@ static const PreparedKey *find_key(const Verifier *self, PyObject *key_id) {
     return &self->keys[PyLong_AsSsize_t(index)];
 }
 
+static int initialized(const Verifier *self) {
+    if (self->ids != NULL) return 1;
+    PyErr_SetString(PyExc_TypeError, "this Verifier was not initialized");
+    return 0;
+}
+
 static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
     Entry entry;
     const PreparedKey *key;
@@ -272,6 +303,7 @@ static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "verdict(fields, stream) takes 2 arguments");
         return NULL;
     }
+    if (!initialized(self)) return NULL;
     if (entry_read(self, args[0], args[1], &entry) < 0) goto fail;
     if (entry.sig == NULL) {
         result = NOT_SIGNED;
@@ -306,6 +338,7 @@ static PyObject *mac(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
         PyErr_SetString(PyExc_TypeError, "mac(fields, stream, key_id) takes 3 arguments");
         return NULL;
     }
+    if (!initialized(self)) return NULL;
     key = find_key(self, args[2]);
     if (key == NULL) {
         if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, args[2]);
@@ -351,9 +384,10 @@ static int learn_names(Verifier *self, PyObject *named, PyObject *known, PyObjec
     Py_ssize_t i;
     PyObject *name, *names;
 
-    if (PyTuple_GET_SIZE(named) > MAX_NAMED || PySet_GET_SIZE(known) > MAX_KNOWN) {
-        PyErr_Format(PyExc_ValueError, "at most %d named and %d known fields", MAX_NAMED,
-                     MAX_KNOWN);
+    if (PyTuple_GET_SIZE(named) > MAX_NAMED ||
+        PyTuple_GET_SIZE(named) + PySet_GET_SIZE(known) > MAX_KNOWN) {
+        PyErr_Format(PyExc_ValueError, "at most %d named fields, and %d named and known",
+                     MAX_NAMED, MAX_KNOWN);
         return -1;
     }
     self->nknown = 0;
@@ -367,20 +401,25 @@ static int learn_names(Verifier *self, PyObject *named, PyObject *known, PyObjec
     names = PySequence_Tuple(known); /* the frozenset's own objects, held by it */
     if (names == NULL) return -1;
     for (i = 0; i < PyTuple_GET_SIZE(names); i++) {
-        int role = SKIPPED;
+        int role = SKIPPED, found;
         name = PyTuple_GET_ITEM(names, i);
         if (!PyBytes_Check(name)) {
             Py_DECREF(names);
             goto not_bytes;
         }
-        if (role_of(self, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) != OTHER) continue;
+        found = PySequence_Contains(named, name);
+        if (found < 0) {
+            Py_DECREF(names);
+            return -1;
+        }
+        if (found) continue;
         if (same(name, sig_field)) role = SIG;
         else if (same(name, key_field)) role = KEY_ID;
         self->known[self->nknown++] = (KnownName){PyBytes_AS_STRING(name),
                                                   PyBytes_GET_SIZE(name), role};
     }
     Py_DECREF(names);
-    return 0;
+    return index_names(self);
 not_bytes:
     PyErr_SetString(PyExc_TypeError, "field names must be bytes");
     return -1;

@@ -91,6 +91,12 @@ def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
         native.mac({"payload": b"x"}, b"s", b"k1")  # type: ignore[dict-item]
     with pytest.raises(KeyError):
         native.mac({}, b"s", b"k2")
+    with pytest.raises(TypeError, match="initialized once"):
+        native.__init__({}, VERSION, NAMED, _KNOWN, SIG, SIG_KEY)  # type: ignore[misc]
+    assert signing.NATIVE is not None
+    bare = signing.NATIVE.__new__(signing.NATIVE)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="not initialized"):
+        bare.verdict({SIG: b"x", SIG_KEY: b"k1"}, b"s")
 
 
 def test_keyrings_use_the_c_verifier_when_it_was_built() -> None:
