@@ -34,10 +34,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import HERE, ROOT, _group, _publish, pool_command  # noqa: E402
+from throughput import HERE, ROOT, _group, _publish, pool_command
 
 sys.path.insert(0, str(ROOT))
-from queues.keys import HandlerKeys  # noqa: E402
+from queues.keys import HandlerKeys
 
 
 def _instructions(out: Path) -> int:
