@@ -261,13 +261,22 @@ class Keyring:
         raw = {_b(k): _b(v) for k, v in fields.items()}
         fields["sig"] = self._verifier.mac(raw, _b(stream), key_id.encode())
 
+    @property
+    def verdict(self) -> Callable[[dict[bytes, bytes], bytes], int]:
+        """``verdict(fields, stream)``: :data:`SIGNED` (0) if a known key signed exactly
+        these fields for ``stream``, else why not (:meth:`refusal` says it in words). The
+        verifier's own method, so that a consumer checking every message it reads calls
+        C directly."""
+        return self._verifier.verdict
+
     def check(self, fields: dict[bytes, bytes], stream: bytes) -> str | None:
         """Why the entry's signature is refused, or None if a known key signed exactly
-        these fields for ``stream``. (Once per message read: one call to the verifier.)"""
+        these fields for ``stream``."""
         verdict = self._verifier.verdict(fields, stream)
-        return None if verdict == SIGNED else self._refusal(verdict, fields)
+        return None if verdict == SIGNED else self.refusal(verdict, fields)
 
-    def _refusal(self, verdict: int, fields: dict[bytes, bytes]) -> str:
+    def refusal(self, verdict: int, fields: dict[bytes, bytes]) -> str:
+        """Why an entry with this (non-zero) verdict is refused, for its dead letter."""
         if verdict == NOT_SIGNED:
             return ("the message is not signed (no 'sig' field); this app accepts only "
                     "messages signed with one of its signing_keys")

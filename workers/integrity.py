@@ -54,11 +54,12 @@ def script_written(stream: str) -> bool:
 class Admission:
     """One handler's check of each entry it reads, built once at pool start."""
 
-    __slots__ = ("_keyring", "_limit", "_stream")
+    __slots__ = ("_keyring", "_limit", "_stream", "_verdict")
 
     def __init__(self, stream: str, keyring: Keyring | None, limit: int) -> None:
         self._stream = stream.encode()
         self._keyring = keyring
+        self._verdict = keyring.verdict if keyring is not None else None
         self._limit = limit
 
     def __call__(self, envelope: Envelope) -> Outcome | None:
@@ -73,11 +74,11 @@ class Admission:
             return Outcome.dead_letter(MessageTooLarge(
                 f"payload of {size} bytes is over this app's max_payload_bytes="
                 f"{self._limit}; dead-lettered without it"), TOO_LARGE)
-        keyring = self._keyring
-        if keyring is not None:
-            problem = keyring.check(fields, self._stream)
-            if problem is not None:
-                return Outcome.dead_letter(SignatureError(problem), SIGNATURE_REJECTED)
+        verdict = self._verdict
+        if verdict is not None and (refused := verdict(fields, self._stream)):
+            assert self._keyring is not None
+            return Outcome.dead_letter(SignatureError(self._keyring.refusal(refused, fields)),
+                                       SIGNATURE_REJECTED)
         return None
 
 
