@@ -23,11 +23,14 @@
 #define HEX_LEN (2 * SHA256_DIGEST_LENGTH)
 #define INLINE_BYTES 2048 /* canonical forms up to this size are hashed in one update */
 
-enum { OK = 0, NOT_SIGNED = 1, NO_KEY_ID = 2, UNKNOWN_KEY = 3, MISMATCH = 4 };
+enum { OK = 0, NOT_SIGNED = 1, MALFORMED = 2, UNKNOWN_KEY = 3, MISMATCH = 4 };
+#define MAX_KEY_ID 64
 
 typedef struct {
     SHA256_CTX inner; /* past the key xor ipad and the version line */
     SHA256_CTX outer; /* past the key xor opad */
+    Py_ssize_t id_len;
+    char id[MAX_KEY_ID];
 } PreparedKey;
 
 typedef struct {
@@ -41,9 +44,9 @@ typedef struct {
 } Other;
 
 /* What a field is to the canonical form: one of the named fields (its place in values[],
-   from 1), a field the signature does not cover, the signature or its key id, or another
-   covered field (a producer's header). */
-enum { OTHER = -1, SKIPPED = -2, SIG = -3, KEY_ID = -4 };
+   from 1), a field the signature does not cover, the signature, or another covered field
+   (a producer's header). */
+enum { OTHER = -1, SKIPPED = -2, SIG = -3 };
 #define MAX_NAMED 31
 #define MAX_KNOWN 64
 #define MAX_KNOWN_LEN 64 /* longest known field name */
@@ -56,7 +59,6 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *ids;   /* dict: key id (bytes) -> index into keys (int) */
     PyObject *names; /* the named tuple and the known frozenset: KnownName points into them */
     Py_ssize_t nnamed;
     int nknown;
@@ -70,7 +72,6 @@ typedef struct {
 typedef struct {
     Piece values[MAX_NAMED + 1]; /* the stream, then the named fields (empty if missing) */
     PyObject *sig;
-    PyObject *key_id;
     Other inline_others[8];
     Other *others;
     Py_ssize_t nothers;
@@ -169,7 +170,7 @@ static int entry_read(const Verifier *self, PyObject *fields, PyObject *stream, 
     Py_ssize_t i, pos = 0;
     PyObject *name, *value;
 
-    entry->sig = entry->key_id = NULL;
+    entry->sig = NULL;
     entry->others = entry->inline_others;
     entry->nothers = 0;
     entry->room = 8;
@@ -197,8 +198,6 @@ static int entry_read(const Verifier *self, PyObject *fields, PyObject *stream, 
             if (add_other(entry, name, value) < 0) return -1;
         } else if (role == SIG) {
             entry->sig = value;
-        } else if (role == KEY_ID) {
-            entry->key_id = value;
         }
     }
     if (entry->nothers > 1)
@@ -279,24 +278,36 @@ static int hex_mac(const Verifier *self, const Entry *entry, const PreparedKey *
     return 0;
 }
 
-static const PreparedKey *find_key(const Verifier *self, PyObject *key_id) {
-    PyObject *index = PyDict_GetItemWithError(self->ids, key_id);
-    if (index == NULL) return NULL;
-    return &self->keys[PyLong_AsSsize_t(index)];
+static const PreparedKey *find_key(const Verifier *self, const char *id, Py_ssize_t len) {
+    Py_ssize_t i;
+    for (i = 0; i < self->nkeys; i++) {
+        const PreparedKey *key = &self->keys[i];
+        if (key->id_len == len && memcmp(key->id, id, (size_t)len) == 0) return key;
+    }
+    return NULL;
 }
 
 static int initialized(const Verifier *self) {
-    if (self->ids != NULL) return 1;
+    if (self->names != NULL) return 1;
     PyErr_SetString(PyExc_TypeError, "this Verifier was not initialized");
     return 0;
 }
 
+static const char *last_colon(const char *data, Py_ssize_t len) {
+    while (len > 0) {
+        if (data[--len] == ':') return data + len;
+    }
+    return NULL;
+}
+
+/* The signature field is "<key id>:<64 hex digits>" (the last colon splits it). */
 static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
     Entry entry;
     const PreparedKey *key;
     char hex[HEX_LEN];
     unsigned char differ = 0;
-    const unsigned char *sig;
+    const char *sig, *colon;
+    Py_ssize_t sig_len;
     int i, result;
 
     if (nargs != 2) {
@@ -307,18 +318,22 @@ static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs
     if (entry_read(self, args[0], args[1], &entry) < 0) goto fail;
     if (entry.sig == NULL) {
         result = NOT_SIGNED;
-    } else if (entry.key_id == NULL) {
-        result = NO_KEY_ID;
-    } else if ((key = find_key(self, entry.key_id)) == NULL) {
-        if (PyErr_Occurred()) goto fail;
-        result = UNKNOWN_KEY;
+    } else if (!PyBytes_Check(entry.sig) ||
+               (colon = last_colon(PyBytes_AS_STRING(entry.sig),
+                                   PyBytes_GET_SIZE(entry.sig))) == NULL) {
+        result = MALFORMED;
     } else {
-        if (hex_mac(self, &entry, key, hex) < 0) goto fail;
-        if (!PyBytes_Check(entry.sig) || PyBytes_GET_SIZE(entry.sig) != HEX_LEN) {
+        sig = PyBytes_AS_STRING(entry.sig);
+        sig_len = PyBytes_GET_SIZE(entry.sig);
+        key = find_key(self, sig, colon - sig);
+        if (key == NULL) {
+            result = UNKNOWN_KEY;
+        } else if (sig_len - (colon + 1 - sig) != HEX_LEN) {
             result = MISMATCH;
         } else {
-            sig = (const unsigned char *)PyBytes_AS_STRING(entry.sig);
-            for (i = 0; i < HEX_LEN; i++) differ |= (unsigned char)(sig[i] ^ (unsigned char)hex[i]);
+            if (hex_mac(self, &entry, key, hex) < 0) goto fail;
+            for (i = 0; i < HEX_LEN; i++)
+                differ |= (unsigned char)((unsigned char)colon[1 + i] ^ (unsigned char)hex[i]);
             result = differ ? MISMATCH : OK;
         }
     }
@@ -339,9 +354,13 @@ static PyObject *mac(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     }
     if (!initialized(self)) return NULL;
-    key = find_key(self, args[2]);
+    if (!PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "the key id must be bytes");
+        return NULL;
+    }
+    key = find_key(self, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]));
     if (key == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, args[2]);
+        PyErr_SetObject(PyExc_KeyError, args[2]);
         return NULL;
     }
     if (entry_read(self, args[0], args[1], &entry) < 0 || hex_mac(self, &entry, key, hex) < 0) {
@@ -379,8 +398,7 @@ static int same(PyObject *a, PyObject *b) {
 }
 
 /* The table role_of reads: each named field with its place, then the other known ones. */
-static int learn_names(Verifier *self, PyObject *named, PyObject *known, PyObject *sig_field,
-                       PyObject *key_field) {
+static int learn_names(Verifier *self, PyObject *named, PyObject *known, PyObject *sig_field) {
     Py_ssize_t i;
     PyObject *name, *names;
 
@@ -414,7 +432,6 @@ static int learn_names(Verifier *self, PyObject *named, PyObject *known, PyObjec
         }
         if (found) continue;
         if (same(name, sig_field)) role = SIG;
-        else if (same(name, key_field)) role = KEY_ID;
         self->known[self->nknown++] = (KnownName){PyBytes_AS_STRING(name),
                                                   PyBytes_GET_SIZE(name), role};
     }
@@ -426,75 +443,68 @@ not_bytes:
 }
 
 static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"keys", "version", "named", "known", "sig_field", "key_field", NULL};
-    PyObject *keys, *named, *known, *sig_field, *key_field, *ids, *held;
+    static char *names[] = {"keys", "version", "named", "known", "sig_field", NULL};
+    PyObject *keys, *named, *known, *sig_field, *held;
     const char *version;
     Py_ssize_t version_len, pos = 0, i = 0;
     PyObject *key_id, *secret;
     PreparedKey *prepared;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!y#O!O!SS", names, &PyDict_Type, &keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!y#O!O!S", names, &PyDict_Type, &keys,
                                      &version, &version_len, &PyTuple_Type, &named,
-                                     &PyFrozenSet_Type, &known, &sig_field, &key_field))
+                                     &PyFrozenSet_Type, &known, &sig_field))
         return -1;
-    if (self->keys != NULL) {
+    if (self->names != NULL) {
         PyErr_SetString(PyExc_TypeError, "a Verifier is initialized once");
         return -1;
     }
-    if (learn_names(self, named, known, sig_field, key_field) < 0) return -1;
-    held = PyTuple_Pack(2, named, known);
-    if (held == NULL) return -1;
+    if (learn_names(self, named, known, sig_field) < 0) return -1;
     prepared = PyMem_Calloc((size_t)(PyDict_GET_SIZE(keys) ? PyDict_GET_SIZE(keys) : 1),
                             sizeof(PreparedKey));
-    ids = PyDict_New();
-    if (prepared == NULL || ids == NULL) {
-        PyMem_Free(prepared);
-        Py_XDECREF(ids);
-        Py_DECREF(held);
+    if (prepared == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     while (PyDict_Next(keys, &pos, &key_id, &secret)) {
-        PyObject *index;
         if (!PyBytes_Check(key_id) || !PyBytes_Check(secret)) {
             PyErr_SetString(PyExc_TypeError, "keys must map key ids (bytes) to keys (bytes)");
             goto fail;
         }
-        prepare(&prepared[i], PyBytes_AS_STRING(secret), PyBytes_GET_SIZE(secret), version,
-                version_len);
-        index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyDict_SetItem(ids, key_id, index) < 0) {
-            Py_XDECREF(index);
+        if (PyBytes_GET_SIZE(key_id) > MAX_KEY_ID ||
+            memchr(PyBytes_AS_STRING(key_id), ':', (size_t)PyBytes_GET_SIZE(key_id))) {
+            PyErr_Format(PyExc_ValueError, "key ids are at most %d bytes, without ':'",
+                         MAX_KEY_ID);
             goto fail;
         }
-        Py_DECREF(index);
+        prepare(&prepared[i], PyBytes_AS_STRING(secret), PyBytes_GET_SIZE(secret), version,
+                version_len);
+        prepared[i].id_len = PyBytes_GET_SIZE(key_id);
+        memcpy(prepared[i].id, PyBytes_AS_STRING(key_id), (size_t)prepared[i].id_len);
         i++;
     }
+    held = PyTuple_Pack(2, named, known);
+    if (held == NULL) goto fail;
     self->keys = prepared;
     self->nkeys = i;
-    self->ids = ids;
     self->names = held;
     return 0;
 fail:
     OPENSSL_cleanse(prepared, sizeof(PreparedKey) * (size_t)i);
     PyMem_Free(prepared);
-    Py_DECREF(ids);
-    Py_DECREF(held);
     return -1;
 }
 
 static void Verifier_dealloc(Verifier *self) {
     if (self->keys != NULL) OPENSSL_cleanse(self->keys, sizeof(PreparedKey) * (size_t)self->nkeys);
     PyMem_Free(self->keys);
-    Py_XDECREF(self->ids);
     Py_XDECREF(self->names);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef Verifier_methods[] = {
     {"verdict", (PyCFunction)(void (*)(void))verdict, METH_FASTCALL,
-     "verdict(fields, stream) -> 0 signed by a known key, 1 not signed, 2 no key id, "
-     "3 unknown key id, 4 signature does not match"},
+     "verdict(fields, stream) -> 0 signed by a known key, 1 not signed, 2 signature field "
+     "malformed, 3 unknown key id, 4 signature does not match"},
     {"mac", (PyCFunction)(void (*)(void))mac, METH_FASTCALL,
      "mac(fields, stream, key_id) -> the signature (64 hex digits, bytes)"},
     {NULL, NULL, 0, NULL},

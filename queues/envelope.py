@@ -5,8 +5,8 @@ producer also writes ``id`` (stable across retries and replays), ``type``, ``pub
 (ms), ``attempt``, ``correlation_id``, ``causation_id`` and ``traceparent``; sagas add
 ``saga``, ``saga_id`` and ``step``. Redeliveries add ``first_failed_at`` (ms) and
 ``origin_entry_id``; replays add ``replayed_from``. Unknown fields are kept and passed on.
-An app with signing keys adds ``sig_key`` and ``sig`` (``queues.signing``: what they
-cover); a dead letter of an entry over the payload limit has ``payload_size`` instead of
+An app with signing keys adds ``sig`` (``queues.signing``: what it
+covers); a dead letter of an entry over the payload limit has ``payload_size`` instead of
 ``payload`` (``workers.integrity``).
 
 Entries are read as bytes and decoded field by field, so one entry with invalid UTF-8 is

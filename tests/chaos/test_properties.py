@@ -37,7 +37,7 @@ from workers.retry import GiveUp, RetryIn, decide, make_policy
 
 KNOWN = [b"payload", b"id", b"type", b"published_at", b"attempt", b"correlation_id",
          b"causation_id", b"traceparent", b"saga", b"saga_id", b"step", b"first_failed_at",
-         b"origin_entry_id", b"replayed_from", b"sig", b"sig_key", b"payload_size",
+         b"origin_entry_id", b"replayed_from", b"sig", b"payload_size",
          b"dlq_error", b"dlq_entry_id"]
 NASTY = [b"", b"0", b"-1", b"1e309", b"99999999999999999999999", b"\xff\xfe\x00",
          b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", b"null", b"{}",

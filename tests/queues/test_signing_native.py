@@ -15,12 +15,11 @@ from hypothesis import strategies as st
 from queues import signing
 from queues.signing import (
     _KNOWN,
+    MALFORMED,
     MISMATCH,
     NAMED,
-    NO_KEY_ID,
     NOT_SIGNED,
     SIG,
-    SIG_KEY,
     SIGNED,
     UNKNOWN_KEY,
     VERSION,
@@ -41,7 +40,7 @@ secrets = st.binary(min_size=32, max_size=150)
 
 def both(secret: bytes) -> tuple[signing.SignatureVerifier, PureVerifier]:
     assert signing.NATIVE is not None
-    args = ({b"k1": secret}, VERSION, NAMED, _KNOWN, SIG, SIG_KEY)
+    args = ({b"k1": secret, b"k-2": secret + b"2"}, VERSION, NAMED, _KNOWN, SIG)
     return signing.NATIVE(*args), PureVerifier(*args)
 
 
@@ -63,8 +62,7 @@ def test_the_c_and_python_macs_are_the_standard_librarys(fields: dict[bytes, byt
 def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: bytes,
                                          secret: bytes, data: st.DataObject) -> None:
     native, pure = both(secret)
-    signed = {**fields, SIG_KEY: b"k1"}
-    signed[SIG] = pure.mac(signed, stream, b"k1")
+    signed = {**fields, SIG: b"k1:" + pure.mac(fields, stream, b"k1")}
     assert native.verdict(signed, stream) == pure.verdict(signed, stream) == SIGNED
 
     changed = dict(signed)
@@ -73,11 +71,15 @@ def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: byt
     assert native.verdict(changed, stream) == pure.verdict(changed, stream) == MISMATCH
     assert native.verdict(signed, stream + b"!") == MISMATCH
 
-    cases = {NOT_SIGNED: {k: v for k, v in signed.items() if k != SIG},
-             NO_KEY_ID: {k: v for k, v in signed.items() if k != SIG_KEY},
-             UNKNOWN_KEY: {**signed, SIG_KEY: b"k2"},
-             MISMATCH: {**signed, SIG: signed[SIG].upper()}}
-    for verdict, entry in cases.items():
+    mac = signed[SIG][3:]
+    cases = [(NOT_SIGNED, {k: v for k, v in signed.items() if k != SIG}),
+             (MALFORMED, {**signed, SIG: mac}),
+             (UNKNOWN_KEY, {**signed, SIG: b"k2:" + mac}),
+             (UNKNOWN_KEY, {**signed, SIG: b":" + mac}),
+             (MISMATCH, {**signed, SIG: b"k1:" + mac.upper()}),
+             (MISMATCH, {**signed, SIG: b"k-2:" + mac}),  # another key's
+             (MISMATCH, {**signed, SIG: b"k1:" + mac[:-1]})]
+    for verdict, entry in cases:
         assert native.verdict(entry, stream) == pure.verdict(entry, stream) == verdict
 
 
@@ -86,17 +88,17 @@ def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="dict"):
         native.verdict([(SIG, b"x")], b"s")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be bytes, not str"):
-        native.verdict({b"payload": "text", SIG: b"x", SIG_KEY: b"k1"}, b"s")  # type: ignore[dict-item]
+        native.verdict({b"payload": "text", SIG: b"k1:x"}, b"s")  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="must be bytes, not str"):
         native.mac({"payload": b"x"}, b"s", b"k1")  # type: ignore[dict-item]
     with pytest.raises(KeyError):
         native.mac({}, b"s", b"k2")
     with pytest.raises(TypeError, match="initialized once"):
-        native.__init__({}, VERSION, NAMED, _KNOWN, SIG, SIG_KEY)  # type: ignore[misc]
+        native.__init__({}, VERSION, NAMED, _KNOWN, SIG)  # type: ignore[misc]
     assert signing.NATIVE is not None
     bare = signing.NATIVE.__new__(signing.NATIVE)  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="not initialized"):
-        bare.verdict({SIG: b"x", SIG_KEY: b"k1"}, b"s")
+        bare.verdict({SIG: b"k1:x"}, b"s")
 
 
 def test_keyrings_use_the_c_verifier_when_it_was_built() -> None:
