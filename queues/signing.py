@@ -118,7 +118,7 @@ SIGNED, NOT_SIGNED, MALFORMED, UNKNOWN_KEY, MISMATCH = range(5)
 
 class PureVerifier:
     """An app's keys prepared for making and checking signatures, in Python: the
-    reference for ``queues/_sigcheck.c`` (:data:`Verifier`), which computes the same
+    reference for ``queues/_sigcheck.c`` (:data:`NATIVE`), which computes the same
     bytes in C and is used when it was built.
 
     Each key's padded inner (followed by :data:`VERSION`) and outer SHA-256 states are
@@ -223,8 +223,7 @@ class Keyring:
 
     __slots__ = ("_key_ids", "_known", "_verifier", "sign_with")
 
-    def __init__(self, keys: Mapping[str, bytes | str], sign_with: str | None, *,
-                 verifier: VerifierFactory | None = None) -> None:
+    def __init__(self, keys: Mapping[str, bytes | str], sign_with: str | None) -> None:
         if not keys:
             raise ValueError("signing_keys is empty: give at least one key, "
                              "signing_keys={'k1': secrets.token_hex(32)}")
@@ -240,8 +239,7 @@ class Keyring:
         elif sign_with not in keys:
             raise ValueError(f"sign_with={sign_with!r} is not among signing_keys "
                              f"({', '.join(map(repr, keys))}): add it to signing_keys")
-        self._verifier = (verifier or NATIVE or PureVerifier)(secrets, VERSION, NAMED,
-                                                              _KNOWN, SIG)
+        self._verifier = (NATIVE or PureVerifier)(secrets, VERSION, NAMED, _KNOWN, SIG)
         self._key_ids = sorted(keys)
         self._known = ", ".join(self._key_ids)
         self.sign_with = sign_with
