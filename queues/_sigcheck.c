@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,10 +259,21 @@ static int hash_body(const Verifier *self, const Entry *entry, SHA256_CTX *ctx) 
     return 0;
 }
 
+/* Each byte's two lowercase hex digits. */
+static char hex_pairs[256][2];
+
+static void make_hex_pairs(void) {
+    static const char digits[] = "0123456789abcdef";
+    int b;
+    for (b = 0; b < 256; b++) {
+        hex_pairs[b][0] = digits[b >> 4];
+        hex_pairs[b][1] = digits[b & 15];
+    }
+}
+
 /* The HMAC of an entry's canonical form under a prepared key, as 64 lowercase hex digits. */
 static int hex_mac(const Verifier *self, const Entry *entry, const PreparedKey *key,
                    char hex[HEX_LEN]) {
-    static const char digits[] = "0123456789abcdef";
     unsigned char digest[SHA256_DIGEST_LENGTH];
     SHA256_CTX ctx = key->inner;
     int i;
@@ -271,10 +283,7 @@ static int hex_mac(const Verifier *self, const Entry *entry, const PreparedKey *
     ctx = key->outer;
     SHA256_Update(&ctx, digest, sizeof(digest));
     SHA256_Final(digest, &ctx);
-    for (i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-        hex[2 * i] = digits[digest[i] >> 4];
-        hex[2 * i + 1] = digits[digest[i] & 15];
-    }
+    for (i = 0; i < SHA256_DIGEST_LENGTH; i++) memcpy(hex + 2 * i, hex_pairs[digest[i]], 2);
     return 0;
 }
 
@@ -293,11 +302,25 @@ static int initialized(const Verifier *self) {
     return 0;
 }
 
-static const char *last_colon(const char *data, Py_ssize_t len) {
+/* The colon before the digits: where a well-formed signature has it, else the last one. */
+static const char *key_id_end(const char *data, Py_ssize_t len) {
+    if (len > HEX_LEN && data[len - HEX_LEN - 1] == ':') return data + len - HEX_LEN - 1;
     while (len > 0) {
         if (data[--len] == ':') return data + len;
     }
     return NULL;
+}
+
+/* Equal, in a time that does not depend on where they differ. */
+static int same_digits(const char *a, const char *b) {
+    uint64_t x, y, differ = 0;
+    int i;
+    for (i = 0; i < HEX_LEN; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        differ |= x ^ y;
+    }
+    return differ == 0;
 }
 
 /* The signature field is "<key id>:<64 hex digits>" (the last colon splits it). */
@@ -305,10 +328,9 @@ static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs
     Entry entry;
     const PreparedKey *key;
     char hex[HEX_LEN];
-    unsigned char differ = 0;
     const char *sig, *colon;
     Py_ssize_t sig_len;
-    int i, result;
+    int result;
 
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "verdict(fields, stream) takes 2 arguments");
@@ -319,7 +341,7 @@ static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs
     if (entry.sig == NULL) {
         result = NOT_SIGNED;
     } else if (!PyBytes_Check(entry.sig) ||
-               (colon = last_colon(PyBytes_AS_STRING(entry.sig),
+               (colon = key_id_end(PyBytes_AS_STRING(entry.sig),
                                    PyBytes_GET_SIZE(entry.sig))) == NULL) {
         result = MALFORMED;
     } else {
@@ -332,9 +354,7 @@ static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs
             result = MISMATCH;
         } else {
             if (hex_mac(self, &entry, key, hex) < 0) goto fail;
-            for (i = 0; i < HEX_LEN; i++)
-                differ |= (unsigned char)((unsigned char)colon[1 + i] ^ (unsigned char)hex[i]);
-            result = differ ? MISMATCH : OK;
+            result = same_digits(colon + 1, hex) ? OK : MISMATCH;
         }
     }
     entry_release(&entry);
@@ -530,6 +550,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__sigcheck(void) {
     PyObject *m;
+    make_hex_pairs();
     if (PyType_Ready(&VerifierType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;
