@@ -28,12 +28,12 @@ from workers.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("seawall.acker")
 
-Contributor = Callable[[Any], "Callable[[Any], None] | None"]
-
 FINAL_FLUSHES = 5
 """Flushes at most when closing, until nothing is left: a follow-up to another slot takes
 three (its commit, its relay, its outbox entry's deletion), a dead letter whose entry left
 its stream one more (sent again with its fields)."""
+
+Contributor = Callable[[Any], "Callable[[Any], None] | None"]
 """Adds at most one command to a flush's pipeline; returns what to do with its reply."""
 PipelineOp = Callable[[Any], Awaitable[Any]]
 """Queues one command (usually a Lua script) on the pipeline it is given."""
@@ -254,8 +254,7 @@ class AckBatcher:
                 if len(pipe):
                     results = await pipe.execute(raise_on_error=False)
         except BaseException:
-            self._restore(acks, commits, relays, ops, on_sent, settled)
-            self._relayed[:0] = relayed
+            self._restore(acks, commits, relays, relayed, ops, on_sent, settled)
             raise
         if relay_call is not None:
             # (a refused write stays in its outbox; the sweeper tries it again later)
@@ -296,7 +295,7 @@ class AckBatcher:
 
     def _restore(self, acks: dict[tuple[str, str], list[str]],
                  commits: dict[CommitKey, list[Pending]], relays: list[Relay],
-                 ops: list[tuple[PipelineOp, ReplyHandler | None]],
+                 relayed: list[Relay], ops: list[tuple[PipelineOp, ReplyHandler | None]],
                  on_sent: list[Callable[[], None]],
                  settled: list[tuple[Call, Outcome]]) -> None:
         """A flush that did not reach Redis: put everything back for the next one."""
@@ -305,6 +304,7 @@ class AckBatcher:
         for ckey, items in commits.items():
             self._commits.setdefault(ckey, [])[:0] = items
         self._relays[:0] = relays
+        self._relayed[:0] = relayed
         self._ops[:0] = ops
         self._on_sent[:0] = on_sent
         self._settled[:0] = settled
