@@ -327,12 +327,12 @@ class Pool:
                     log.info("relayed follow-ups left in an outbox", extra={
                         "pool": self.config.name, "stream": source, "count": swept.relayed})
                 if swept.refused:
-                    relay, error = swept.refused[0]
                     log.error("Redis refused to write follow-ups from an outbox to their "
                               "stream; they stay in the outbox and are tried again",
                               extra={"pool": self.config.name, "stream": source,
-                                     "target": relay.target, "count": len(swept.refused),
-                                     "error": repr(error)[:500]})
+                                     "targets": sorted({r.target for r, _ in swept.refused}),
+                                     "count": len(swept.refused),
+                                     "error": repr(swept.refused[0][1])[:500]})
 
     def _assemble(self, spec: HandlerSpec, acker: AckBatcher,
                   executor: ThreadPoolExecutor) -> HandlerConsumer:
