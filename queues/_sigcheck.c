@@ -22,14 +22,15 @@
 
 #define BLOCK 64
 #define HEX_LEN (2 * SHA256_DIGEST_LENGTH)
-#define INLINE_BYTES 2048 /* canonical forms up to this size are hashed in one update */
+#define INLINE_BYTES 2048 /* canonical forms up to this size, padded, are laid out on the stack */
 
 enum { OK = 0, NOT_SIGNED = 1, MALFORMED = 2, UNKNOWN_KEY = 3, MISMATCH = 4 };
 #define MAX_KEY_ID 64
+#define MAX_VERSION 64
 
 typedef struct {
-    SHA256_CTX inner; /* past the key xor ipad and the version line */
-    SHA256_CTX outer; /* past the key xor opad */
+    uint32_t inner[8]; /* SHA-256's state past the key xor ipad */
+    uint32_t outer[8]; /* past the key xor opad */
     Py_ssize_t id_len;
     char id[MAX_KEY_ID];
 } PreparedKey;
@@ -67,6 +68,8 @@ typedef struct {
     unsigned char first[MAX_KNOWN_LEN + 2]; /* known[first[n]:first[n + 1]] are n bytes long */
     Py_ssize_t nkeys;
     PreparedKey *keys;
+    Py_ssize_t version_len;
+    char version[MAX_VERSION]; /* the canonical form's first line */
 } Verifier;
 
 /* One entry's fields, sorted out in one pass over its dict. */
@@ -206,57 +209,65 @@ static int entry_read(const Verifier *self, PyObject *fields, PyObject *stream, 
     return 0;
 }
 
-static void update(SHA256_CTX *ctx, const Piece *piece) {
-    if (piece->len) SHA256_Update(ctx, piece->data, (size_t)piece->len);
-}
-
-/* Feed the canonical form after its version line into ctx (see signing.py). */
-static int hash_body(const Verifier *self, const Entry *entry, SHA256_CTX *ctx) {
+/* Lay the canonical form out at `at` (see signing.py): the version line, the count and the
+   lengths, then the values. */
+static void lay_out(const Verifier *self, const Entry *entry, unsigned char *at) {
     Py_ssize_t nvalues = self->nnamed + 1, nothers = entry->nothers, i;
     const Piece *values = entry->values;
     const Other *others = entry->others;
-    unsigned char buffer[INLINE_BYTES];
-    unsigned char *head;
-    size_t head_len = 4 * (size_t)(1 + nvalues + 2 * nothers), total = head_len;
 
-    for (i = 0; i < nvalues; i++) total += (size_t)values[i].len;
-    for (i = 0; i < nothers; i++)
-        total += (size_t)others[i].name.len + (size_t)others[i].value.len;
-    head = head_len <= sizeof(buffer) ? buffer : PyMem_Malloc(head_len);
-    if (head == NULL) {
-        PyErr_NoMemory();
-        return -1;
+    memcpy(at, self->version, (size_t)self->version_len);
+    at += self->version_len;
+    put_u32(at, (size_t)nothers);
+    at += 4;
+    for (i = 0; i < nvalues; i++, at += 4) put_u32(at, (size_t)values[i].len);
+    for (i = 0; i < nothers; i++, at += 4) put_u32(at, (size_t)others[i].name.len);
+    for (i = 0; i < nothers; i++, at += 4) put_u32(at, (size_t)others[i].value.len);
+    for (i = 0; i < nvalues; i++) {
+        memcpy(at, values[i].data, (size_t)values[i].len);
+        at += values[i].len;
     }
-    put_u32(head, (size_t)nothers);
-    for (i = 0; i < nvalues; i++) put_u32(head + 4 * (1 + i), (size_t)values[i].len);
     for (i = 0; i < nothers; i++) {
-        put_u32(head + 4 * (1 + nvalues + i), (size_t)others[i].name.len);
-        put_u32(head + 4 * (1 + nvalues + nothers + i), (size_t)others[i].value.len);
+        memcpy(at, others[i].name.data, (size_t)others[i].name.len);
+        at += others[i].name.len;
     }
-    if (total <= sizeof(buffer)) {
-        /* One update over one buffer: far cheaper than an update per small field. */
-        unsigned char *at = buffer + head_len;
-        for (i = 0; i < nvalues; i++) {
-            memcpy(at, values[i].data, (size_t)values[i].len);
-            at += values[i].len;
-        }
-        for (i = 0; i < nothers; i++) {
-            memcpy(at, others[i].name.data, (size_t)others[i].name.len);
-            at += others[i].name.len;
-        }
-        for (i = 0; i < nothers; i++) {
-            memcpy(at, others[i].value.data, (size_t)others[i].value.len);
-            at += others[i].value.len;
-        }
-        SHA256_Update(ctx, buffer, total);
-    } else {
-        SHA256_Update(ctx, head, head_len);
-        for (i = 0; i < nvalues; i++) update(ctx, &values[i]);
-        for (i = 0; i < nothers; i++) update(ctx, &others[i].name);
-        for (i = 0; i < nothers; i++) update(ctx, &others[i].value);
+    for (i = 0; i < nothers; i++) {
+        memcpy(at, others[i].value.data, (size_t)others[i].value.len);
+        at += others[i].value.len;
     }
-    if (head != buffer) PyMem_Free(head);
-    return 0;
+}
+
+static size_t form_length(const Verifier *self, const Entry *entry) {
+    Py_ssize_t i;
+    size_t total = (size_t)self->version_len + 4 * (size_t)(2 + self->nnamed + 2 * entry->nothers);
+    for (i = 0; i <= self->nnamed; i++) total += (size_t)entry->values[i].len;
+    for (i = 0; i < entry->nothers; i++)
+        total += (size_t)entry->others[i].name.len + (size_t)entry->others[i].value.len;
+    return total;
+}
+
+/* SHA-256's padding of a message of `length` bytes after one block (the key's): 0x80, zeros
+   up to a block's last 8 bytes, and the length in bits over them. `at` is where the message
+   ends, `end` where its last block does. */
+static void pad_after(unsigned char *at, unsigned char *end, size_t length) {
+    uint64_t bits = (uint64_t)(BLOCK + length) * 8;
+    *at++ = 0x80;
+    memset(at, 0, (size_t)(end - 8 - at));
+    put_u32(end - 8, (size_t)(bits >> 32));
+    put_u32(end - 4, (size_t)(bits & 0xFFFFFFFFu));
+}
+
+/* Carry on SHA-256 from a prepared state over whole blocks already padded: one update, which
+   OpenSSL hashes straight from the buffer (nothing to keep for a final step). */
+static void compress(const uint32_t state[8], const unsigned char *blocks, size_t len,
+                     uint32_t out[8]) {
+    SHA256_CTX ctx;
+    memcpy(ctx.h, state, sizeof(ctx.h));
+    ctx.Nl = ctx.Nh = 0;
+    ctx.num = 0;
+    ctx.md_len = SHA256_DIGEST_LENGTH;
+    SHA256_Update(&ctx, blocks, len);
+    memcpy(out, ctx.h, sizeof(ctx.h));
 }
 
 /* Each byte's two lowercase hex digits. */
@@ -271,19 +282,35 @@ static void make_hex_pairs(void) {
     }
 }
 
-/* The HMAC of an entry's canonical form under a prepared key, as 64 lowercase hex digits. */
+/* The HMAC of an entry's canonical form under a prepared key, as 64 lowercase hex digits.
+   The form and SHA-256's padding are laid out in one buffer (on the stack up to
+   INLINE_BYTES), so that each hash is one call over whole blocks: no buffering inside
+   OpenSSL, no final step to pad and wipe. */
 static int hex_mac(const Verifier *self, const Entry *entry, const PreparedKey *key,
                    char hex[HEX_LEN]) {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256_CTX ctx = key->inner;
+    unsigned char stack[INLINE_BYTES], outer[BLOCK], *form;
+    size_t length = form_length(self, entry), padded = (length + 9 + BLOCK - 1) / BLOCK * BLOCK;
+    uint32_t h[8];
     int i;
 
-    if (hash_body(self, entry, &ctx) < 0) return -1;
-    SHA256_Final(digest, &ctx);
-    ctx = key->outer;
-    SHA256_Update(&ctx, digest, sizeof(digest));
-    SHA256_Final(digest, &ctx);
-    for (i = 0; i < SHA256_DIGEST_LENGTH; i++) memcpy(hex + 2 * i, hex_pairs[digest[i]], 2);
+    form = padded <= sizeof(stack) ? stack : PyMem_Malloc(padded);
+    if (form == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    lay_out(self, entry, form);
+    pad_after(form + length, form + padded, length);
+    compress(key->inner, form, padded, h);
+    if (form != stack) PyMem_Free(form);
+    for (i = 0; i < 8; i++) put_u32(outer + 4 * i, h[i]);
+    pad_after(outer + SHA256_DIGEST_LENGTH, outer + BLOCK, SHA256_DIGEST_LENGTH);
+    compress(key->outer, outer, BLOCK, h);
+    for (i = 0; i < 8; i++) {
+        memcpy(hex + 8 * i, hex_pairs[h[i] >> 24], 2);
+        memcpy(hex + 8 * i + 2, hex_pairs[(h[i] >> 16) & 0xFF], 2);
+        memcpy(hex + 8 * i + 4, hex_pairs[(h[i] >> 8) & 0xFF], 2);
+        memcpy(hex + 8 * i + 6, hex_pairs[h[i] & 0xFF], 2);
+    }
     return 0;
 }
 
@@ -391,25 +418,30 @@ static PyObject *mac(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
     return PyBytes_FromStringAndSize(hex, HEX_LEN);
 }
 
-static void prepare(PreparedKey *key, const char *secret, Py_ssize_t len, const char *version,
-                    Py_ssize_t version_len) {
-    unsigned char block[BLOCK], pad[BLOCK];
+/* The states after one block of the key xor a pad byte. */
+static void prepare_one(uint32_t state[8], const unsigned char block[BLOCK], unsigned char pad) {
+    unsigned char padded[BLOCK];
+    SHA256_CTX ctx;
     int i;
+    for (i = 0; i < BLOCK; i++) padded[i] = block[i] ^ pad;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, padded, BLOCK);
+    memcpy(state, ctx.h, sizeof(ctx.h));
+    OPENSSL_cleanse(padded, sizeof(padded));
+    OPENSSL_cleanse(&ctx, sizeof(ctx));
+}
+
+static void prepare(PreparedKey *key, const char *secret, Py_ssize_t len) {
+    unsigned char block[BLOCK];
 
     memset(block, 0, sizeof(block));
     if (len > BLOCK)
         SHA256((const unsigned char *)secret, (size_t)len, block);
     else
         memcpy(block, secret, (size_t)len);
-    for (i = 0; i < BLOCK; i++) pad[i] = block[i] ^ 0x36;
-    SHA256_Init(&key->inner);
-    SHA256_Update(&key->inner, pad, BLOCK);
-    SHA256_Update(&key->inner, version, (size_t)version_len);
-    for (i = 0; i < BLOCK; i++) pad[i] = block[i] ^ 0x5c;
-    SHA256_Init(&key->outer);
-    SHA256_Update(&key->outer, pad, BLOCK);
+    prepare_one(key->inner, block, 0x36);
+    prepare_one(key->outer, block, 0x5c);
     OPENSSL_cleanse(block, sizeof(block));
-    OPENSSL_cleanse(pad, sizeof(pad));
 }
 
 static int same(PyObject *a, PyObject *b) {
@@ -478,6 +510,10 @@ static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_TypeError, "a Verifier is initialized once");
         return -1;
     }
+    if (version_len > MAX_VERSION) {
+        PyErr_Format(PyExc_ValueError, "the version line is at most %d bytes", MAX_VERSION);
+        return -1;
+    }
     if (learn_names(self, named, known, sig_field) < 0) return -1;
     prepared = PyMem_Calloc((size_t)(PyDict_GET_SIZE(keys) ? PyDict_GET_SIZE(keys) : 1),
                             sizeof(PreparedKey));
@@ -496,8 +532,7 @@ static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
                          MAX_KEY_ID);
             goto fail;
         }
-        prepare(&prepared[i], PyBytes_AS_STRING(secret), PyBytes_GET_SIZE(secret), version,
-                version_len);
+        prepare(&prepared[i], PyBytes_AS_STRING(secret), PyBytes_GET_SIZE(secret));
         prepared[i].id_len = PyBytes_GET_SIZE(key_id);
         memcpy(prepared[i].id, PyBytes_AS_STRING(key_id), (size_t)prepared[i].id_len);
         i++;
@@ -506,6 +541,8 @@ static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
     if (held == NULL) goto fail;
     self->keys = prepared;
     self->nkeys = i;
+    memcpy(self->version, version, (size_t)version_len);
+    self->version_len = version_len;
     self->names = held;
     return 0;
 fail:
