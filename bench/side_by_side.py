@@ -1,24 +1,30 @@
-"""A variant's cost per message, measured with the plain pool beside it: both pool processes
-run at the same time on the same CPU core, each draining its own stream, and the CPU each
-spends per message is compared over the same seconds.
+"""A variant's cost per message, measured beside the plain pool: two pool processes on one
+CPU core, each draining its own stream, taking turns of 20 ms (one is stopped with
+SIGSTOP while the other runs), and the CPU each spends per message compared over the
+same seconds.
 
-    python bench/side_by_side.py [--n 300000] [--windows 10] [--seconds 1] [--runs signed]
+    python bench/side_by_side.py [--n 550000] [--windows 20] [--seconds 0.5]
+                                 [--slice 0.02] [--runs signed,unchecked,swapped]
 
 Why not one run after the other (bench/throughput.py): on a shared machine the speed of a
 core changes from one minute to the next by more than a cost of a few percent, and the
 order of the runs matters too (a run right after another one's clean-up is measurably
-cheaper). Two processes sharing one core at once meet the same speed, the same neighbours
-and the same Redis, moment by moment, so the ratio of their CPU per message is left with
-the difference of their code. The kernel shares the core between them; each spends what it
-spends per message, and the cheaper one handles more messages in its share.
+cheaper). Two pools taking turns of a few milliseconds meet the same speed, the same
+neighbours and the same Redis, so the ratio of their CPU per message is left with the
+difference of their code; and each runs alone in its turn, as a pool runs in production
+(``--slice 0`` runs both at once instead, sharing the core's caches, which makes every
+cost look larger). Each pool is CPU-bound in its turn, so the ratio of the messages each
+handles in a window (the same running time) is the ratio of their throughputs.
 
 Each pool is one process of bench/bench_app.py (a no-op handler, so a variant's cost is the
 largest share of a message it can ever be), pinned to ``--cpu``; Redis runs where it runs.
 Both streams are published before the pools start (``--n`` messages each, enough for every
-window). After the first window (start-up), each window counts, for each pool, the messages
-acknowledged (the group's reads minus its pending entries) and the CPU time of all its
-threads (``/proc/<pid>/task/*/schedstat``, in nanoseconds), and prints the variant's CPU
-per message over the plain pool's. The table ends with the median of the windows' ratios.
+window). After start-up, each window counts, for each pool, the messages acknowledged (the
+group's reads minus its pending entries) and the CPU time of all its threads
+(``/proc/<pid>/task/*/schedstat``, in nanoseconds), and prints the variant's CPU per
+message and messages over the plain pool's. Each variant runs twice, the plain stream
+published and the plain pool started and given the first turn, then the variant's: which
+comes first costs about 1 % here. The table ends with the medians of all windows.
 
 Variants (``--runs``): ``signed``, every message signed with HMAC-SHA256 and checked by the
 pool (``App(signing_keys=)``, as ``bench/throughput.py --runs signed``); ``unchecked``, the
@@ -31,11 +37,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,14 +116,52 @@ def stop(client: redis.Redis, pool: Pool) -> None:
     client.delete(pool.stream, keys.retry, keys.delayed, keys.dlq, keys.breaker)
 
 
+@contextmanager
+def taking_turns(pools: list[Pool], slice_seconds: float) -> Iterator[None]:
+    """With ``slice_seconds``, one pool runs while the other is stopped (SIGSTOP), in
+    turns of that long; without, both run at once."""
+    if not slice_seconds:
+        yield
+        return
+    done = threading.Event()
+
+    def alternate() -> None:
+        running = 0
+        os.kill(pools[1].proc.pid, signal.SIGSTOP)
+        while not done.wait(slice_seconds):
+            os.kill(pools[running].proc.pid, signal.SIGSTOP)
+            running ^= 1
+            os.kill(pools[running].proc.pid, signal.SIGCONT)
+
+    turns = threading.Thread(target=alternate, daemon=True)
+    turns.start()
+    try:
+        yield
+    finally:
+        done.set()
+        turns.join()
+        for pool in pools:
+            os.kill(pool.proc.pid, signal.SIGCONT)
+
+
 def compare(client: redis.Redis, url: str, variant: str, n: int, windows: int,
-            seconds: float, cpu: int) -> list[float]:
-    """The variant's CPU per message over the plain pool's, one ratio per window."""
+            seconds: float, cpu: int, slice_seconds: float,
+            plain_first: bool) -> list[tuple[float, float]]:
+    """Per window, the variant's CPU per message and messages over the plain pool's.
+    ``plain_first``: the plain stream is published, and the plain pool started and given
+    the first turn, before the variant's (else after)."""
     publish, pool = VARIANTS[variant]
-    streams = [published(client, n), published(client, n, **publish)]
-    plain = start(url, "plain", streams[0], cpu)
-    other = start(url, variant, streams[1], cpu, **pool)
-    ratios: list[float] = []
+    if plain_first:
+        plain_stream = published(client, n)
+        other_stream = published(client, n, **publish)
+        plain = start(url, "plain", plain_stream, cpu)
+        other = start(url, variant, other_stream, cpu, **pool)
+    else:
+        other_stream = published(client, n, **publish)
+        plain_stream = published(client, n)
+        other = start(url, variant, other_stream, cpu, **pool)
+        plain = start(url, "plain", plain_stream, cpu)
+    ratios: list[tuple[float, float]] = []
     try:
         deadline = time.monotonic() + 60
         while min(plain.acked(client), other.acked(client)) == 0:
@@ -121,21 +169,8 @@ def compare(client: redis.Redis, url: str, variant: str, n: int, windows: int,
                 raise TimeoutError("the pools did not start reading within 60 s")
             time.sleep(0.05)
         time.sleep(seconds)  # the rest of start-up: imports done, the first batches in
-        before = [plain.sample(client), other.sample(client)]
-        print(f"{'window':>6} {'plain msgs':>11} {'us/msg':>7} {variant + ' msgs':>13} "
-              f"{'us/msg':>7} {'ratio':>6}")
-        for w in range(windows):
-            time.sleep(seconds)
-            after = [plain.sample(client), other.sample(client)]
-            (pm, pc), (om, oc) = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before,
-                                                                               strict=True)]
-            before = after
-            if min(pm, om) == 0 or max(a[0] for a in after) >= n:
-                raise SystemExit(f"window {w + 1}: a stream ran dry; raise --n")
-            ratio = (oc / om) / (pc / pm)
-            ratios.append(ratio)
-            print(f"{w + 1:>6} {pm:>11,} {pc / pm / 1000:>7.2f} {om:>13,} "
-                  f"{oc / om / 1000:>7.2f} {ratio:>6.3f}", flush=True)
+        with taking_turns([plain, other] if plain_first else [other, plain], slice_seconds):
+            ratios = windowed(client, plain, other, variant, n, windows, seconds)
         if variant == "signed" and client.xlen(HandlerKeys(other.stream, GROUP).dlq):
             raise SystemExit("signed: messages were dead-lettered: the wrong path was counted")
     finally:
@@ -144,13 +179,38 @@ def compare(client: redis.Redis, url: str, variant: str, n: int, windows: int,
     return ratios
 
 
+def windowed(client: redis.Redis, plain: Pool, other: Pool, variant: str, n: int,
+             windows: int, seconds: float) -> list[tuple[float, float]]:
+    """Per window, the variant's CPU per message and messages over the plain pool's."""
+    ratios: list[tuple[float, float]] = []
+    before = [plain.sample(client), other.sample(client)]
+    print(f"{'window':>6} {'plain msgs':>11} {'us/msg':>7} {variant + ' msgs':>13} "
+          f"{'us/msg':>7} {'CPU/msg':>8} {'msgs':>6}")
+    for w in range(windows):
+        time.sleep(seconds)
+        after = [plain.sample(client), other.sample(client)]
+        (pm, pc), (om, oc) = [(a[0] - b[0], a[1] - b[1])
+                              for a, b in zip(after, before, strict=True)]
+        before = after
+        if min(pm, om) == 0 or max(a[0] for a in after) >= n:
+            raise SystemExit(f"window {w + 1}: a stream ran dry; raise --n")
+        cpu, msgs = (oc / om) / (pc / pm), om / pm
+        ratios.append((cpu, msgs))
+        print(f"{w + 1:>6} {pm:>11,} {pc / pm / 1000:>7.2f} {om:>13,} "
+              f"{oc / om / 1000:>7.2f} {cpu:>8.3f} {msgs:>6.3f}", flush=True)
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=300_000, help="messages in each stream")
-    parser.add_argument("--windows", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of a window")
+    parser.add_argument("--n", type=int, default=550_000, help="messages in each stream")
+    parser.add_argument("--windows", type=int, default=20, help="windows in each order")
+    parser.add_argument("--seconds", type=float, default=0.5, help="length of a window")
+    parser.add_argument("--slice", type=float, default=0.02,
+                        help="seconds each pool runs alone before the other's turn; 0: "
+                             "both at once")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="the core both pools run on")
     parser.add_argument("--runs", default="signed", help="variants, comma separated: "
@@ -165,16 +225,26 @@ def main() -> None:
     client = redis.Redis.from_url(args.redis_url)
     summary = []
     for variant in runs:
-        print(f"\n{variant} beside plain, both on CPU {args.cpu}")
-        ratios = compare(client, args.redis_url, variant, args.n, args.windows, args.seconds,
-                         args.cpu)
+        ratios = []
+        for plain_first in (True, False):
+            print(f"\n{variant} beside plain, both on CPU {args.cpu}, "
+                  f"{'plain' if plain_first else variant} first")
+            ratios += compare(client, args.redis_url, variant, args.n, args.windows,
+                              args.seconds, args.cpu, args.slice, plain_first)
         summary.append((variant, ratios))
-    print(f"\nCPU per message over the plain pool's, {args.windows} windows of "
-          f"{args.seconds:g} s, both pools at once on one core")
-    print(f"{'run':<10} {'median':>7} {'min':>7} {'max':>7}")
+    turns = (f"taking turns of {args.slice:g} s" if args.slice
+             else "both at once")
+    print(f"\nover the plain pool's, 2 x {args.windows} windows of {args.seconds:g} s "
+          f"(plain first, then the variant), both pools on one core, {turns}")
+    print(f"{'run':<10} {'CPU/msg median':>15} {'min':>7} {'max':>7}"
+          + (f" {'msgs median':>12}" if args.slice else ""))
     for variant, ratios in summary:
-        print(f"{variant:<10} {statistics.median(ratios):>7.3f} {min(ratios):>7.3f} "
-              f"{max(ratios):>7.3f}")
+        cpus = [cpu for cpu, _ in ratios]
+        line = (f"{variant:<10} {statistics.median(cpus):>15.3f} {min(cpus):>7.3f} "
+                f"{max(cpus):>7.3f}")
+        if args.slice:
+            line += f" {statistics.median(msgs for _, msgs in ratios):>12.3f}"
+        print(line)
 
 
 if __name__ == "__main__":

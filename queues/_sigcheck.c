@@ -26,10 +26,9 @@
 
 enum { OK = 0, NOT_SIGNED = 1, MALFORMED = 2, UNKNOWN_KEY = 3, MISMATCH = 4 };
 #define MAX_KEY_ID 64
-#define MAX_VERSION 64
 
 typedef struct {
-    uint32_t inner[8]; /* SHA-256's state past the key xor ipad */
+    uint32_t inner[8]; /* SHA-256's state past the key xor ipad and the version */
     uint32_t outer[8]; /* past the key xor opad */
     Py_ssize_t id_len;
     char id[MAX_KEY_ID];
@@ -68,8 +67,7 @@ typedef struct {
     unsigned char first[MAX_KNOWN_LEN + 2]; /* known[first[n]:first[n + 1]] are n bytes long */
     Py_ssize_t nkeys;
     PreparedKey *keys;
-    Py_ssize_t version_len;
-    char version[MAX_VERSION]; /* the canonical form's first line */
+    Py_ssize_t prefix_len; /* bytes hashed into a key's inner state: a block and the version */
 } Verifier;
 
 /* One entry's fields, sorted out in one pass over its dict. */
@@ -209,20 +207,30 @@ static int entry_read(const Verifier *self, PyObject *fields, PyObject *stream, 
     return 0;
 }
 
-/* Lay the canonical form out at `at` (see signing.py): the version line, the count and the
-   lengths, then the values. */
-static void lay_out(const Verifier *self, const Entry *entry, unsigned char *at) {
+/* Unsigned LEB128: 7 bits a byte from the lowest, the top bit set on all but the last. */
+static unsigned char *put_length(unsigned char *at, size_t value) {
+    while (value >= 0x80) {
+        *at++ = (unsigned char)(value & 0x7F) | 0x80;
+        value >>= 7;
+    }
+    *at++ = (unsigned char)value;
+    return at;
+}
+
+#define MAX_LENGTH_BYTES 5 /* a length under 4 GiB */
+
+/* Lay the canonical form after its version out at `at` (see signing.py): the count and the
+   lengths, then the values. Returns its length. */
+static size_t lay_out(const Verifier *self, const Entry *entry, unsigned char *at) {
     Py_ssize_t nvalues = self->nnamed + 1, nothers = entry->nothers, i;
     const Piece *values = entry->values;
     const Other *others = entry->others;
+    unsigned char *start = at;
 
-    memcpy(at, self->version, (size_t)self->version_len);
-    at += self->version_len;
-    put_u32(at, (size_t)nothers);
-    at += 4;
-    for (i = 0; i < nvalues; i++, at += 4) put_u32(at, (size_t)values[i].len);
-    for (i = 0; i < nothers; i++, at += 4) put_u32(at, (size_t)others[i].name.len);
-    for (i = 0; i < nothers; i++, at += 4) put_u32(at, (size_t)others[i].value.len);
+    at = put_length(at, (size_t)nothers);
+    for (i = 0; i < nvalues; i++) at = put_length(at, (size_t)values[i].len);
+    for (i = 0; i < nothers; i++) at = put_length(at, (size_t)others[i].name.len);
+    for (i = 0; i < nothers; i++) at = put_length(at, (size_t)others[i].value.len);
     for (i = 0; i < nvalues; i++) {
         memcpy(at, values[i].data, (size_t)values[i].len);
         at += values[i].len;
@@ -235,22 +243,24 @@ static void lay_out(const Verifier *self, const Entry *entry, unsigned char *at)
         memcpy(at, others[i].value.data, (size_t)others[i].value.len);
         at += others[i].value.len;
     }
+    return (size_t)(at - start);
 }
 
-static size_t form_length(const Verifier *self, const Entry *entry) {
+/* The most bytes lay_out can write for this entry. */
+static size_t most_bytes(const Verifier *self, const Entry *entry) {
     Py_ssize_t i;
-    size_t total = (size_t)self->version_len + 4 * (size_t)(2 + self->nnamed + 2 * entry->nothers);
+    size_t total = MAX_LENGTH_BYTES * (size_t)(2 + self->nnamed + 2 * entry->nothers);
     for (i = 0; i <= self->nnamed; i++) total += (size_t)entry->values[i].len;
     for (i = 0; i < entry->nothers; i++)
         total += (size_t)entry->others[i].name.len + (size_t)entry->others[i].value.len;
     return total;
 }
 
-/* SHA-256's padding of a message of `length` bytes after one block (the key's): 0x80, zeros
-   up to a block's last 8 bytes, and the length in bits over them. `at` is where the message
-   ends, `end` where its last block does. */
+/* SHA-256's padding of a message of `length` bytes in all: 0x80, zeros up to a block's last
+   8 bytes, and the length in bits over them. `at` is where the message ends, `end` where
+   its last block does. */
 static void pad_after(unsigned char *at, unsigned char *end, size_t length) {
-    uint64_t bits = (uint64_t)(BLOCK + length) * 8;
+    uint64_t bits = (uint64_t)length * 8;
     *at++ = 0x80;
     memset(at, 0, (size_t)(end - 8 - at));
     put_u32(end - 8, (size_t)(bits >> 32));
@@ -289,21 +299,22 @@ static void make_hex_pairs(void) {
 static int hex_mac(const Verifier *self, const Entry *entry, const PreparedKey *key,
                    char hex[HEX_LEN]) {
     unsigned char stack[INLINE_BYTES], outer[BLOCK], *form;
-    size_t length = form_length(self, entry), padded = (length + 9 + BLOCK - 1) / BLOCK * BLOCK;
+    size_t room = most_bytes(self, entry) + 2 * BLOCK, length, padded;
     uint32_t h[8];
     int i;
 
-    form = padded <= sizeof(stack) ? stack : PyMem_Malloc(padded);
+    form = room <= sizeof(stack) ? stack : PyMem_Malloc(room);
     if (form == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    lay_out(self, entry, form);
-    pad_after(form + length, form + padded, length);
+    length = lay_out(self, entry, form);
+    padded = (length + 9 + BLOCK - 1) / BLOCK * BLOCK;
+    pad_after(form + length, form + padded, (size_t)self->prefix_len + length);
     compress(key->inner, form, padded, h);
     if (form != stack) PyMem_Free(form);
     for (i = 0; i < 8; i++) put_u32(outer + 4 * i, h[i]);
-    pad_after(outer + SHA256_DIGEST_LENGTH, outer + BLOCK, SHA256_DIGEST_LENGTH);
+    pad_after(outer + SHA256_DIGEST_LENGTH, outer + BLOCK, BLOCK + SHA256_DIGEST_LENGTH);
     compress(key->outer, outer, BLOCK, h);
     for (i = 0; i < 8; i++) {
         memcpy(hex + 8 * i, hex_pairs[h[i] >> 24], 2);
@@ -418,20 +429,23 @@ static PyObject *mac(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
     return PyBytes_FromStringAndSize(hex, HEX_LEN);
 }
 
-/* The states after one block of the key xor a pad byte. */
-static void prepare_one(uint32_t state[8], const unsigned char block[BLOCK], unsigned char pad) {
+/* The state after the key xor a pad byte (one block), then `rest` (whole blocks). */
+static void prepare_one(uint32_t state[8], const unsigned char block[BLOCK], unsigned char pad,
+                        const char *rest, Py_ssize_t rest_len) {
     unsigned char padded[BLOCK];
     SHA256_CTX ctx;
     int i;
     for (i = 0; i < BLOCK; i++) padded[i] = block[i] ^ pad;
     SHA256_Init(&ctx);
     SHA256_Update(&ctx, padded, BLOCK);
+    SHA256_Update(&ctx, rest, (size_t)rest_len);
     memcpy(state, ctx.h, sizeof(ctx.h));
     OPENSSL_cleanse(padded, sizeof(padded));
     OPENSSL_cleanse(&ctx, sizeof(ctx));
 }
 
-static void prepare(PreparedKey *key, const char *secret, Py_ssize_t len) {
+static void prepare(PreparedKey *key, const char *secret, Py_ssize_t len, const char *version,
+                    Py_ssize_t version_len) {
     unsigned char block[BLOCK];
 
     memset(block, 0, sizeof(block));
@@ -439,8 +453,8 @@ static void prepare(PreparedKey *key, const char *secret, Py_ssize_t len) {
         SHA256((const unsigned char *)secret, (size_t)len, block);
     else
         memcpy(block, secret, (size_t)len);
-    prepare_one(key->inner, block, 0x36);
-    prepare_one(key->outer, block, 0x5c);
+    prepare_one(key->inner, block, 0x36, version, version_len);
+    prepare_one(key->outer, block, 0x5c, "", 0);
     OPENSSL_cleanse(block, sizeof(block));
 }
 
@@ -510,8 +524,8 @@ static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_TypeError, "a Verifier is initialized once");
         return -1;
     }
-    if (version_len > MAX_VERSION) {
-        PyErr_Format(PyExc_ValueError, "the version line is at most %d bytes", MAX_VERSION);
+    if (version_len % BLOCK != 0) {
+        PyErr_Format(PyExc_ValueError, "the version is whole blocks of %d bytes", BLOCK);
         return -1;
     }
     if (learn_names(self, named, known, sig_field) < 0) return -1;
@@ -532,7 +546,8 @@ static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
                          MAX_KEY_ID);
             goto fail;
         }
-        prepare(&prepared[i], PyBytes_AS_STRING(secret), PyBytes_GET_SIZE(secret));
+        prepare(&prepared[i], PyBytes_AS_STRING(secret), PyBytes_GET_SIZE(secret), version,
+                version_len);
         prepared[i].id_len = PyBytes_GET_SIZE(key_id);
         memcpy(prepared[i].id, PyBytes_AS_STRING(key_id), (size_t)prepared[i].id_len);
         i++;
@@ -541,8 +556,7 @@ static int Verifier_init(Verifier *self, PyObject *args, PyObject *kwargs) {
     if (held == NULL) goto fail;
     self->keys = prepared;
     self->nkeys = i;
-    memcpy(self->version, version, (size_t)version_len);
-    self->version_len = version_len;
+    self->prefix_len = BLOCK + version_len;
     self->names = held;
     return 0;
 fail:

@@ -101,6 +101,14 @@ def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
         bare.verdict({SIG: b"k1:x"}, b"s")
 
 
+def test_a_version_that_is_not_whole_blocks_is_refused() -> None:
+    """The C verifier hashes the version into each key's state once: it must end on a
+    block's end, or every message would be hashed from the middle of a block."""
+    assert signing.NATIVE is not None
+    with pytest.raises(ValueError, match="whole blocks of 64 bytes"):
+        signing.NATIVE({b"k1": b"k" * 32}, b"seawall-sig-v2\n", NAMED, _KNOWN, SIG)
+
+
 def test_keyrings_use_the_c_verifier_when_it_was_built() -> None:
     ring = signing.Keyring({"k1": "k" * 32}, "k1")
     assert type(ring._verifier) is signing.NATIVE
