@@ -24,7 +24,7 @@
 #define HEX_LEN (2 * SHA256_DIGEST_LENGTH)
 #define INLINE_BYTES 2048 /* canonical forms up to this size, padded, are laid out on the stack */
 
-enum { OK = 0, NOT_SIGNED = 1, MALFORMED = 2, UNKNOWN_KEY = 3, MISMATCH = 4 };
+enum { OK = 0, NOT_SIGNED = 1, MALFORMED = 2, UNKNOWN_KEY = 3, MISMATCH = 4, TOO_LARGE = 5 };
 #define MAX_KEY_ID 64
 
 typedef struct {
@@ -361,22 +361,28 @@ static int same_digits(const char *a, const char *b) {
     return differ == 0;
 }
 
-/* The signature field is "<key id>:<64 hex digits>" (the last colon splits it). */
+/* The signature field is "<key id>:<64 hex digits>" (the last colon splits it). The payload
+   (the first named field) is measured first: one longer than the limit is refused as too
+   large, unhashed, so that an oversized entry costs its length only. */
 static PyObject *verdict(Verifier *self, PyObject *const *args, Py_ssize_t nargs) {
     Entry entry;
     const PreparedKey *key;
     char hex[HEX_LEN];
     const char *sig, *colon;
-    Py_ssize_t sig_len;
+    Py_ssize_t sig_len, limit;
     int result;
 
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "verdict(fields, stream) takes 2 arguments");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "verdict(fields, stream, limit) takes 3 arguments");
         return NULL;
     }
     if (!initialized(self)) return NULL;
+    limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
     if (entry_read(self, args[0], args[1], &entry) < 0) goto fail;
-    if (entry.sig == NULL) {
+    if (self->nnamed > 0 && entry.values[1].len > limit) {
+        result = TOO_LARGE;
+    } else if (entry.sig == NULL) {
         result = NOT_SIGNED;
     } else if (!PyBytes_Check(entry.sig) ||
                (colon = key_id_end(PyBytes_AS_STRING(entry.sig),
@@ -574,8 +580,9 @@ static void Verifier_dealloc(Verifier *self) {
 
 static PyMethodDef Verifier_methods[] = {
     {"verdict", (PyCFunction)(void (*)(void))verdict, METH_FASTCALL,
-     "verdict(fields, stream) -> 0 signed by a known key, 1 not signed, 2 signature field "
-     "malformed, 3 unknown key id, 4 signature does not match"},
+     "verdict(fields, stream, limit) -> 0 signed by a known key, 1 not signed, 2 signature "
+     "field malformed, 3 unknown key id, 4 signature does not match, 5 payload (the first "
+     "named field) longer than limit, not hashed"},
     {"mac", (PyCFunction)(void (*)(void))mac, METH_FASTCALL,
      "mac(fields, stream, key_id) -> the signature (64 hex digits, bytes)"},
     {NULL, NULL, 0, NULL},

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Protocol
 
@@ -127,7 +128,7 @@ def _body(fields: RawFields, stream: bytes) -> bytes:
     return b"".join([head, *values, *others])
 
 
-SIGNED, NOT_SIGNED, MALFORMED, UNKNOWN_KEY, MISMATCH = range(5)
+SIGNED, NOT_SIGNED, MALFORMED, UNKNOWN_KEY, MISMATCH, TOO_LARGE = range(6)
 """A verifier's verdict on an entry (:meth:`PureVerifier.verdict`)."""
 
 
@@ -169,10 +170,15 @@ class PureVerifier:
         """The signature of ``fields`` for ``stream`` under ``key_id``: 64 hex digits."""
         return self._mac(fields, stream, self._keys[key_id])
 
-    def verdict(self, fields: dict[bytes, bytes], stream: bytes, /) -> int:
+    def verdict(self, fields: dict[bytes, bytes], stream: bytes, limit: int, /) -> int:
         """:data:`SIGNED` if a known key signed exactly these fields for ``stream``, else
         why not (:data:`NOT_SIGNED`, :data:`MALFORMED`, :data:`UNKNOWN_KEY`,
-        :data:`MISMATCH`)."""
+        :data:`MISMATCH`); first of all :data:`TOO_LARGE`, unhashed, for a payload longer
+        than ``limit`` bytes (a consumer's size limit, checked in the same call: an
+        oversized entry costs its length, not an HMAC over it)."""
+        payload = fields.get(NAMED[0])
+        if payload is not None and len(payload) > limit:
+            return TOO_LARGE
         given = fields.get(SIG)
         if given is None:
             return NOT_SIGNED
@@ -188,7 +194,7 @@ class PureVerifier:
 class SignatureVerifier(Protocol):
     """What :class:`Keyring` asks of a verifier (:class:`PureVerifier`, or the C one)."""
 
-    def verdict(self, fields: dict[bytes, bytes], stream: bytes, /) -> int: ...
+    def verdict(self, fields: dict[bytes, bytes], stream: bytes, limit: int, /) -> int: ...
     def mac(self, fields: dict[bytes, bytes], stream: bytes, key_id: bytes, /) -> bytes: ...
 
 
@@ -272,17 +278,18 @@ class Keyring:
         fields["sig"] = key_id + b":" + self._verifier.mac(raw, _b(stream), key_id)
 
     @property
-    def verdict(self) -> Callable[[dict[bytes, bytes], bytes], int]:
-        """``verdict(fields, stream)``: :data:`SIGNED` (0) if a known key signed exactly
-        these fields for ``stream``, else why not (:meth:`refusal` says it in words). The
-        verifier's own method, so that a consumer checking every message it reads calls
-        C directly."""
+    def verdict(self) -> Callable[[dict[bytes, bytes], bytes, int], int]:
+        """``verdict(fields, stream, limit)``: :data:`SIGNED` (0) if a known key signed
+        exactly these fields for ``stream``, :data:`TOO_LARGE` for a payload over
+        ``limit`` bytes, else why not (:meth:`refusal` says it in words). The verifier's
+        own method, so that a consumer checking every message it reads calls C directly,
+        once for the size and the signature."""
         return self._verifier.verdict
 
     def check(self, fields: dict[bytes, bytes], stream: bytes) -> str | None:
         """Why the entry's signature is refused, or None if a known key signed exactly
         these fields for ``stream``."""
-        verdict = self._verifier.verdict(fields, stream)
+        verdict = self._verifier.verdict(fields, stream, sys.maxsize)
         return None if verdict == SIGNED else self.refusal(verdict, fields)
 
     def refusal(self, verdict: int, fields: dict[bytes, bytes]) -> str:

@@ -52,34 +52,52 @@ def script_written(stream: str) -> bool:
 
 
 class Admission:
-    """One handler's check of each entry it reads, built once at pool start."""
+    """One handler's check of each entry it reads, built once at pool start: the payload's
+    size (an app without keys)."""
 
-    __slots__ = ("_keyring", "_limit", "_stream", "_verdict")
+    __slots__ = ("_limit", "_stream")
 
-    def __init__(self, stream: str, keyring: Keyring | None, limit: int) -> None:
+    def __init__(self, stream: str, limit: int) -> None:
         self._stream = stream.encode()
-        self._keyring = keyring
-        self._verdict = keyring.verdict if keyring is not None else None
         self._limit = limit
 
     def __call__(self, envelope: Envelope) -> Outcome | None:
         """A dead-letter outcome for an entry refused at the door, None to let it in."""
-        fields = envelope.fields
-        payload = fields.get(PAYLOAD)
+        payload = envelope.fields.get(PAYLOAD)
         if payload is not None and len(payload) > self._limit:
-            size = len(payload)
-            del fields[PAYLOAD]  # not kept, not dead-lettered
-            fields[PAYLOAD_SIZE] = str(size).encode()
-            envelope.as_read = False
-            return Outcome.dead_letter(MessageTooLarge(
-                f"payload of {size} bytes is over this app's max_payload_bytes="
-                f"{self._limit}; dead-lettered without it"), TOO_LARGE)
-        verdict = self._verdict
-        if verdict is not None and (refused := verdict(fields, self._stream)):
-            assert self._keyring is not None
-            return Outcome.dead_letter(SignatureError(self._keyring.refusal(refused, fields)),
-                                       SIGNATURE_REJECTED)
+            return self._too_large(envelope)
         return None
+
+    def _too_large(self, envelope: Envelope) -> Outcome:
+        fields = envelope.fields
+        size = len(fields.pop(PAYLOAD))  # not kept, not dead-lettered
+        fields[PAYLOAD_SIZE] = str(size).encode()
+        envelope.as_read = False
+        return Outcome.dead_letter(MessageTooLarge(
+            f"payload of {size} bytes is over this app's max_payload_bytes="
+            f"{self._limit}; dead-lettered without it"), TOO_LARGE)
+
+
+class SignedAdmission(Admission):
+    """The check of an app with keys: the size and the signature in one call to the
+    verifier (C, where it was built), which measures the payload before it hashes."""
+
+    __slots__ = ("_keyring", "_verdict")
+
+    def __init__(self, stream: str, keyring: Keyring, limit: int) -> None:
+        super().__init__(stream, limit)
+        self._keyring = keyring
+        self._verdict = keyring.verdict
+
+    def __call__(self, envelope: Envelope) -> Outcome | None:
+        refused = self._verdict(envelope.fields, self._stream, self._limit)
+        if not refused:
+            return None
+        if refused == signing.TOO_LARGE:
+            return self._too_large(envelope)
+        return Outcome.dead_letter(
+            SignatureError(self._keyring.refusal(refused, envelope.fields)),
+            SIGNATURE_REJECTED)
 
 
 class Integrity:
@@ -147,5 +165,6 @@ class Integrity:
 
     def admission(self, stream: str) -> Admission:
         """The check of entries a handler of ``stream`` reads."""
-        keyring = None if script_written(stream) else self.keyring
-        return Admission(stream, keyring, self.max_payload_bytes)
+        if self.keyring is None or script_written(stream):
+            return Admission(stream, self.max_payload_bytes)
+        return SignedAdmission(stream, self.keyring, self.max_payload_bytes)

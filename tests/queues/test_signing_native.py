@@ -7,6 +7,7 @@ longer than a SHA-256 block."""
 from __future__ import annotations
 
 import hmac
+import sys
 
 import pytest
 from hypothesis import example, given, settings
@@ -21,6 +22,7 @@ from queues.signing import (
     NOT_SIGNED,
     SIG,
     SIGNED,
+    TOO_LARGE,
     UNKNOWN_KEY,
     VERSION,
     PureVerifier,
@@ -31,6 +33,9 @@ pytestmark = pytest.mark.skipif(
     signing.NATIVE is None,
     reason="queues._sigcheck was not built (no C compiler or OpenSSL headers when seawall "
            "was installed)")
+
+ANY = sys.maxsize
+"""A payload limit no entry reaches."""
 
 names = st.one_of(st.sampled_from(sorted(_KNOWN)), st.binary(max_size=20))
 values = st.one_of(st.binary(max_size=40), st.binary(min_size=2000, max_size=5000))
@@ -63,13 +68,13 @@ def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: byt
                                          secret: bytes, data: st.DataObject) -> None:
     native, pure = both(secret)
     signed = {**fields, SIG: b"k1:" + pure.mac(fields, stream, b"k1")}
-    assert native.verdict(signed, stream) == pure.verdict(signed, stream) == SIGNED
+    assert native.verdict(signed, stream, ANY) == pure.verdict(signed, stream, ANY) == SIGNED
 
     changed = dict(signed)
     name = data.draw(names.filter(lambda n: n not in signing.UNSIGNED), label="changed")
     changed[name] = changed.get(name, b"") + b"!"
-    assert native.verdict(changed, stream) == pure.verdict(changed, stream) == MISMATCH
-    assert native.verdict(signed, stream + b"!") == MISMATCH
+    assert native.verdict(changed, stream, ANY) == pure.verdict(changed, stream, ANY) == MISMATCH
+    assert native.verdict(signed, stream + b"!", ANY) == MISMATCH
 
     mac = signed[SIG][3:]
     cases = [(NOT_SIGNED, {k: v for k, v in signed.items() if k != SIG}),
@@ -80,15 +85,23 @@ def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: byt
              (MISMATCH, {**signed, SIG: b"k-2:" + mac}),  # another key's
              (MISMATCH, {**signed, SIG: b"k1:" + mac[:-1]})]
     for verdict, entry in cases:
-        assert native.verdict(entry, stream) == pure.verdict(entry, stream) == verdict
+        assert native.verdict(entry, stream, ANY) == pure.verdict(entry, stream, ANY) == verdict
+
+    # The payload is measured before anything else, and never hashed when too long.
+    size = len(fields.get(b"payload", b""))
+    for entry in [signed, *(entry for _, entry in cases)]:
+        if b"payload" in fields:
+            assert (native.verdict(entry, stream, size - 1) == pure.verdict(entry, stream, size - 1)
+                    == TOO_LARGE)
+        assert native.verdict(entry, stream, size) == pure.verdict(entry, stream, size) != TOO_LARGE
 
 
 def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
     native, _ = both(b"k" * 32)
     with pytest.raises(TypeError, match="dict"):
-        native.verdict([(SIG, b"x")], b"s")  # type: ignore[arg-type]
+        native.verdict([(SIG, b"x")], b"s", ANY)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be bytes, not str"):
-        native.verdict({b"payload": "text", SIG: b"k1:x"}, b"s")  # type: ignore[dict-item]
+        native.verdict({b"payload": "text", SIG: b"k1:x"}, b"s", ANY)  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="must be bytes, not str"):
         native.mac({"payload": b"x"}, b"s", b"k1")  # type: ignore[dict-item]
     with pytest.raises(KeyError):
@@ -98,7 +111,7 @@ def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
     assert signing.NATIVE is not None
     bare = signing.NATIVE.__new__(signing.NATIVE)  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="not initialized"):
-        bare.verdict({SIG: b"k1:x"}, b"s")
+        bare.verdict({SIG: b"k1:x"}, b"s", ANY)
 
 
 def test_a_version_that_is_not_whole_blocks_is_refused() -> None:
