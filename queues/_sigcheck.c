@@ -87,14 +87,20 @@ static void put_u32(unsigned char *at, size_t value) {
     at[3] = (unsigned char)value;
 }
 
+/* The bytes of a name or value: a bytes object's own, or a str's UTF-8 (a producer's fields
+   are text: signing them needs no copy to bytes first). */
 static int as_piece(PyObject *value, Piece *out, const char *what) {
-    if (!PyBytes_Check(value)) {
-        PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.100s", what,
+    if (PyBytes_Check(value)) {
+        out->data = PyBytes_AS_STRING(value);
+        out->len = PyBytes_GET_SIZE(value);
+    } else if (PyUnicode_Check(value)) {
+        out->data = PyUnicode_AsUTF8AndSize(value, &out->len);
+        if (out->data == NULL) return -1;
+    } else {
+        PyErr_Format(PyExc_TypeError, "%s must be bytes or str, not %.100s", what,
                      Py_TYPE(value)->tp_name);
         return -1;
     }
-    out->data = PyBytes_AS_STRING(value);
-    out->len = PyBytes_GET_SIZE(value);
     if ((size_t)out->len > 0xFFFFFFFFu) {
         PyErr_SetString(PyExc_OverflowError, "a signed field is longer than 4 GiB");
         return -1;
@@ -187,13 +193,10 @@ static int entry_read(const Verifier *self, PyObject *fields, PyObject *stream, 
         entry->values[i].len = 0;
     }
     while (PyDict_Next(fields, &pos, &name, &value)) {
+        Piece piece;
         int role;
-        if (!PyBytes_Check(name)) {
-            PyErr_Format(PyExc_TypeError, "a field's name must be bytes, not %.100s",
-                         Py_TYPE(name)->tp_name);
-            return -1;
-        }
-        role = role_of(self, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        if (as_piece(name, &piece, "a field's name") < 0) return -1;
+        role = role_of(self, piece.data, piece.len);
         if (role > 0) {
             if (as_piece(value, &entry->values[role], "a field's value") < 0) return -1;
         } else if (role == OTHER) {

@@ -166,9 +166,12 @@ class PureVerifier:
         outer.update(inner.digest())
         return outer.hexdigest().encode()
 
-    def mac(self, fields: dict[bytes, bytes], stream: bytes, key_id: bytes, /) -> bytes:
-        """The signature of ``fields`` for ``stream`` under ``key_id``: 64 hex digits."""
-        return self._mac(fields, stream, self._keys[key_id])
+    def mac(self, fields: Mapping[bytes, bytes] | Mapping[str, str | bytes],
+            stream: str | bytes, key_id: bytes, /) -> bytes:
+        """The signature of ``fields`` (names and values in bytes or text, names all of one
+        kind) for ``stream`` under ``key_id``: 64 hex digits."""
+        raw = {_b(k): _b(v) for k, v in fields.items()}
+        return self._mac(raw, _b(stream), self._keys[key_id])
 
     def verdict(self, fields: dict[bytes, bytes], stream: bytes, limit: int, /) -> int:
         """:data:`SIGNED` if a known key signed exactly these fields for ``stream``, else
@@ -195,7 +198,8 @@ class SignatureVerifier(Protocol):
     """What :class:`Keyring` asks of a verifier (:class:`PureVerifier`, or the C one)."""
 
     def verdict(self, fields: dict[bytes, bytes], stream: bytes, limit: int, /) -> int: ...
-    def mac(self, fields: dict[bytes, bytes], stream: bytes, key_id: bytes, /) -> bytes: ...
+    def mac(self, fields: dict[bytes, bytes] | dict[str, str | bytes], stream: str | bytes,
+            key_id: bytes, /) -> bytes: ...
 
 
 VerifierFactory = Callable[[dict[bytes, bytes], bytes, tuple[bytes, ...], frozenset[bytes],
@@ -274,8 +278,10 @@ class Keyring:
         signature already there is replaced: the fields may have changed since)."""
         fields.pop("sig", None)
         key_id = self.sign_with.encode()
-        raw = {_b(k): _b(v) for k, v in fields.items()}
-        fields["sig"] = key_id + b":" + self._verifier.mac(raw, _b(stream), key_id)
+        # (a dict of text as a producer builds it goes to the verifier as it is: the C one
+        # hashes each str's UTF-8 in place, with no copy of the fields to bytes)
+        own = fields if type(fields) is dict else dict(fields)
+        fields["sig"] = key_id + b":" + self._verifier.mac(own, stream, key_id)
 
     @property
     def verdict(self) -> Callable[[dict[bytes, bytes], bytes, int], int]:

@@ -62,6 +62,18 @@ def test_the_c_and_python_macs_are_the_standard_librarys(fields: dict[bytes, byt
     assert pure.mac(fields, stream, b"k1") == expected
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(max_size=20), st.one_of(st.text(max_size=40), values),
+                       max_size=12), st.text(max_size=20), secrets)
+def test_text_fields_sign_as_their_utf8(fields: dict[str, str | bytes], stream: str,
+                                        secret: bytes) -> None:
+    """A producer's fields (text) are signed as they are: the same MAC as their UTF-8."""
+    native, pure = both(secret)
+    as_bytes = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+    expected = native.mac(as_bytes, stream.encode(), b"k1")
+    assert native.mac(fields, stream, b"k1") == pure.mac(fields, stream, b"k1") == expected
+
+
 @settings(max_examples=150, deadline=None)
 @given(entries, st.binary(max_size=30), secrets, st.data())
 def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: bytes,
@@ -100,10 +112,12 @@ def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
     native, _ = both(b"k" * 32)
     with pytest.raises(TypeError, match="dict"):
         native.verdict([(SIG, b"x")], b"s", ANY)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="must be bytes, not str"):
-        native.verdict({b"payload": "text", SIG: b"k1:x"}, b"s", ANY)  # type: ignore[dict-item]
-    with pytest.raises(TypeError, match="must be bytes, not str"):
-        native.mac({"payload": b"x"}, b"s", b"k1")  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="must be bytes or str, not int"):
+        native.verdict({b"payload": 1, SIG: b"k1:x"}, b"s", ANY)  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="must be bytes or str, not int"):
+        native.mac({1: b"x"}, b"s", b"k1")  # type: ignore[dict-item]
+    with pytest.raises(UnicodeEncodeError):
+        native.mac({"payload": "\ud800"}, b"s", b"k1")
     with pytest.raises(KeyError):
         native.mac({}, b"s", b"k2")
     with pytest.raises(TypeError, match="initialized once"):
