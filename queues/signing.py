@@ -128,7 +128,7 @@ def _body(fields: RawFields, stream: bytes) -> bytes:
     return b"".join([head, *values, *others])
 
 
-SIGNED, NOT_SIGNED, MALFORMED, UNKNOWN_KEY, MISMATCH, TOO_LARGE = range(6)
+SIGNED, NOT_SIGNED, MALFORMED, UNKNOWN_KEY, MISMATCH, PAYLOAD_TOO_LARGE = range(6)
 """A verifier's verdict on an entry (:meth:`PureVerifier.verdict`)."""
 
 
@@ -176,12 +176,12 @@ class PureVerifier:
     def verdict(self, fields: dict[bytes, bytes], stream: bytes, limit: int, /) -> int:
         """:data:`SIGNED` if a known key signed exactly these fields for ``stream``, else
         why not (:data:`NOT_SIGNED`, :data:`MALFORMED`, :data:`UNKNOWN_KEY`,
-        :data:`MISMATCH`); first of all :data:`TOO_LARGE`, unhashed, for a payload longer
-        than ``limit`` bytes (a consumer's size limit, checked in the same call: an
+        :data:`MISMATCH`); first of all :data:`PAYLOAD_TOO_LARGE`, unhashed, for a payload
+        longer than ``limit`` bytes (a consumer's size limit, checked in the same call: an
         oversized entry costs its length, not an HMAC over it)."""
         payload = fields.get(NAMED[0])
         if payload is not None and len(payload) > limit:
-            return TOO_LARGE
+            return PAYLOAD_TOO_LARGE
         given = fields.get(SIG)
         if given is None:
             return NOT_SIGNED
@@ -286,7 +286,7 @@ class Keyring:
     @property
     def verdict(self) -> Callable[[dict[bytes, bytes], bytes, int], int]:
         """``verdict(fields, stream, limit)``: :data:`SIGNED` (0) if a known key signed
-        exactly these fields for ``stream``, :data:`TOO_LARGE` for a payload over
+        exactly these fields for ``stream``, :data:`PAYLOAD_TOO_LARGE` for a payload over
         ``limit`` bytes, else why not (:meth:`refusal` says it in words). The verifier's
         own method, so that a consumer checking every message it reads calls C directly,
         once for the size and the signature."""

@@ -93,7 +93,7 @@ class SignedAdmission(Admission):
         refused = self._verdict(envelope.fields, self._stream, self._limit)
         if not refused:
             return None
-        if refused == signing.TOO_LARGE:
+        if refused == signing.PAYLOAD_TOO_LARGE:
             return self._too_large(envelope)
         return Outcome.dead_letter(
             SignatureError(self._keyring.refusal(refused, envelope.fields)),

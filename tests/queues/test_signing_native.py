@@ -20,9 +20,9 @@ from queues.signing import (
     MISMATCH,
     NAMED,
     NOT_SIGNED,
+    PAYLOAD_TOO_LARGE,
     SIG,
     SIGNED,
-    TOO_LARGE,
     UNKNOWN_KEY,
     VERSION,
     PureVerifier,
@@ -103,9 +103,11 @@ def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: byt
     size = len(fields.get(b"payload", b""))
     for entry in [signed, *(entry for _, entry in cases)]:
         if b"payload" in fields:
-            assert (native.verdict(entry, stream, size - 1) == pure.verdict(entry, stream, size - 1)
-                    == TOO_LARGE)
-        assert native.verdict(entry, stream, size) == pure.verdict(entry, stream, size) != TOO_LARGE
+            over = size - 1
+            assert (native.verdict(entry, stream, over) == pure.verdict(entry, stream, over)
+                    == PAYLOAD_TOO_LARGE)
+        assert (native.verdict(entry, stream, size) == pure.verdict(entry, stream, size)
+                != PAYLOAD_TOO_LARGE)
 
 
 def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
