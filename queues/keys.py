@@ -41,8 +41,8 @@ key                                          type    what
                                                      host, seen_at ms); read by ``status``
 ``seawall:outcomes``                         hash    ``<handler>\\x1f<kind>`` -> messages settled so
                                                      (kind: ok, retry, dead_letter, fallback,
-                                                     parked, skipped); HINCRBY by the pools, read
-                                                     by ``status`` and the demo
+                                                     parked, skipped, aborted); HINCRBY by the
+                                                     pools, read by ``status`` and the demo
 ``seawall:restarts``                         hash    pool name -> pool processes the supervisor
                                                      restarted after they died
 ===========================================  ======  ==============================================

@@ -27,10 +27,11 @@ DEAD_LETTER = "dead_letter"
 FALLBACK = "fallback"
 PARKED = "parked"
 SKIPPED = "skipped"
-KINDS = (OK, RETRY, DEAD_LETTER, FALLBACK, PARKED, SKIPPED)
+ABORTED = "aborted"
+KINDS = (OK, RETRY, DEAD_LETTER, FALLBACK, PARKED, SKIPPED, ABORTED)
 """The kinds of settled outcome: acked after the handler returned, a retry scheduled, a
 dead letter, acked after the breaker's fallback ran, parked while the breaker was open,
-acked without running (already done: idempotency)."""
+acked without running (already done: idempotency), a saga step that stopped its saga."""
 SEPARATOR = "\x1f"
 
 

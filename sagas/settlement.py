@@ -131,18 +131,18 @@ class StepPlugin:
     def background(self) -> Sequence[tuple[str, BackgroundLoop]]:
         return [self._saga.deadline_loop()]
 
-    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> bool:
+    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> Outcome | None:
         kind = outcome.kind
         envelope = call.envelope
         saga_id = _saga_id(call)
         if not saga_id or isinstance(outcome.error, MessageRejected):
             # not a saga message (someone wrote to the stream by hand), or an entry refused
             # on arrival (its saga fields are not to be trusted): a plain dead letter
-            return False
+            return None
         if (kind is Kind.OK or kind is Kind.FALLBACK) and self._branches(outcome) > 1:
             # A saga is a chain: two events for its steps would be two branches, and the
             # first to end would complete the saga under the other one.
-            outcome = Outcome.dead_letter(StepAborted(
+            outcome = Outcome.aborted(StepAborted(
                 f"saga step {self._step!r} sent events to {self._branches(outcome)} of the "
                 "saga's steps; a saga is a chain: send one event to the next step"),
                 "saga steps form a chain")
@@ -165,9 +165,9 @@ class StepPlugin:
             self._commits.add(settler, envelope.source, StepDone(
                 envelope.entry_id, saga_id, self._step, settler.keys.done(envelope.message_id),
                 memo, follow_ups))
-            return True
-        if kind is Kind.DEAD_LETTER:
-            aborted = isinstance(outcome.error, StepAborted)
+            return outcome
+        if kind is Kind.DEAD_LETTER or kind is Kind.ABORTED:
+            aborted = kind is Kind.ABORTED
             letter = b"" if aborted else settler.packed_dead_letter(envelope, outcome)
             if not aborted:
                 settler.log_dead_letter(envelope, outcome)
@@ -176,8 +176,8 @@ class StepPlugin:
                 envelope.entry_id, saga_id, self._step, letter,
                 "aborted" if aborted else "step_failed", str(outcome.error)[:500],
                 self._undo_if_failed, memo))
-            return True
-        return False
+            return outcome
+        return None
 
     def _branches(self, outcome: Outcome) -> int:
         routes = self._routes()
@@ -221,26 +221,31 @@ class UndoPlugin:
     def background(self) -> Sequence[tuple[str, BackgroundLoop]]:
         return [self._saga.deadline_loop()]
 
-    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> bool:
+    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> Outcome | None:
         kind = outcome.kind
         envelope = call.envelope
         saga_id = _saga_id(call)
         if not saga_id:
-            return False
+            return None
         late = envelope.fields.get(b"late") == b"1"
         if kind is Kind.OK or kind is Kind.FALLBACK:
             self._done.add(settler, envelope.source, Undone(
                 envelope.entry_id, saga_id, self._step,
                 settler.keys.done(envelope.message_id), late))
-            return True
+            return outcome
+        if kind is Kind.ABORTED:
+            # A compensation has nothing to abort: it failed, and the saga with it.
+            outcome = Outcome.dead_letter(outcome.error or RuntimeError(outcome.reason),
+                                          outcome.reason)
+            kind = outcome.kind
         if kind is Kind.DEAD_LETTER:
             settler.log_dead_letter(envelope, outcome)
             self._failures.add(settler, envelope.source, UndoFailed(
                 envelope.entry_id, saga_id, self._step,
                 settler.packed_dead_letter(envelope, outcome),
                 str(outcome.error)[:500], late))
-            return True
-        return False
+            return outcome
+        return None
 
     def _queue_done(self, pipe: Any, source: str, items: list[Undone],
                     settler: Settler) -> None:

@@ -187,7 +187,7 @@ def test_the_exporter_serves_the_listed_metrics(exporter: str) -> None:
                  if s.name == "seawall_messages_processed_total"
                  and s.labels["handler"] == CHARGE.name}
     assert processed == {"ok": 5, "retry": 1, "dead_letter": 1, "parked": 1, "skipped": 1,
-                         "fallback": 1}
+                         "fallback": 1, "aborted": 0}
 
 
 # -- the dashboard ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ into Redis operations in one place (``workers.runtime.settle``).
     parked        XACK + ZADD delayed, same attempt              waits for the breaker
     retry         XACK + ZADD delayed, attempt + 1               waits for its retry
     dead_letter   XACK + XADD dead-letter stream                 needs a person
+    aborted       XACK; its saga compensates (no dead letter)    a saga step gave up
 
 Follow-ups staged by the handler (``ctx.publish``) travel with the outcome and are
 committed only by ``ok`` and ``fallback``, in the same script as the XACK.
@@ -23,7 +24,7 @@ from enum import StrEnum
 
 
 class Kind(StrEnum):
-    """The six things that can become of a message (also the ``outcome`` metric label)."""
+    """The seven things that can become of a message (also the ``outcome`` metric label)."""
 
     OK = "ok"
     SKIPPED = "skipped"
@@ -31,6 +32,10 @@ class Kind(StrEnum):
     PARKED = "parked"
     RETRY = "retry"
     DEAD_LETTER = "dead_letter"
+    ABORTED = "aborted"
+    """A saga step stopped its saga (``raise ctx.saga.abort(...)``): a decision, not a
+    failure for a person; the saga's completed steps are compensated. Outside a saga step
+    the same error is a dead letter."""
 
     @property
     def acked(self) -> bool:
@@ -69,7 +74,8 @@ class Outcome:
     kind: Kind
     follow_ups: tuple[FollowUp, ...] = NO_FOLLOW_UPS
     error: BaseException | None = None
-    """The failure behind a ``retry``, ``dead_letter`` (or a failed fallback's)."""
+    """The failure behind a ``retry``, ``dead_letter``, ``aborted`` (or a failed
+    fallback's)."""
     reason: str = ""
     """Why: a dead letter's reason, a retry's or a park's cause, in a few words."""
     retry_at_ms: int | None = None
@@ -103,6 +109,10 @@ class Outcome:
     @classmethod
     def dead_letter(cls, error: BaseException, reason: str) -> Outcome:
         return cls(Kind.DEAD_LETTER, error=error, reason=reason)
+
+    @classmethod
+    def aborted(cls, error: BaseException, reason: str) -> Outcome:
+        return cls(Kind.ABORTED, error=error, reason=reason)
 
     def __repr__(self) -> str:
         extra = f", error={self.error_type}" if self.error is not None else ""

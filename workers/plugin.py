@@ -20,9 +20,10 @@ with backoff while Redis is away."""
 
 
 class HandlerPlugin(Protocol):
-    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> bool:
+    def settle(self, call: Call, outcome: Outcome, settler: Settler) -> Outcome | None:
         """Queue what ``outcome`` means for ``call`` on the settler's ack pipeline and
-        return True, or return False to leave it to the runtime."""
+        return the outcome as it was settled (what observers and metrics count: the same
+        one, or what the plugin made of it), or return None to leave it to the runtime."""
 
     def background(self) -> Sequence[tuple[str, BackgroundLoop]]:
         """(name, loop) pairs to run in each pool process that runs this handler; a loop

@@ -154,7 +154,7 @@ def test_a_scrape_shows_exactly_the_workload_and_no_counter_goes_down_after_a_ki
                          details=lambda: scrape(port)[0] + run.logs())
 
     # then /metrics shows exactly those counts,
-    for outcome in ("fallback", "parked", "skipped"):
+    for outcome in ("fallback", "parked", "skipped", "aborted"):
         assert value(samples, "seawall_messages_processed_total", **labels,
                      outcome=outcome) == 0
     assert value(samples, "seawall_messages_processed_total", stream=down_stream,

@@ -16,6 +16,8 @@ from queues import saga_store
 from queues.commit import slot_of
 from sagas import SagaOutcome
 from workers.context import Context
+from workers.middleware import Call
+from workers.outcome import Kind, Outcome
 
 pytestmark = pytest.mark.slow
 
@@ -68,11 +70,22 @@ async def test_a_step_failing_for_good_compensates_the_committed_ones_last_first
         raise ConnectionError("the warehouse is down")
 
     checkout.fail[failing] = fail
+    settled: list[str] = []
+    step = f"{checkout.saga.name}.{failing}"
+
+    @lab.app.observe
+    def record(call: Call, outcome: Outcome) -> None:
+        if call.handler == step and outcome.kind is not Kind.RETRY:
+            settled.append(outcome.kind.value)
+
     # when a saga runs,
     await checkout.saga.start(Order(n=1), saga_id="s1")
     async with PoolRun(lab.app) as pool:
         states = await _until_final(pool, checkout, ["s1"])
-    # then it ends compensated: the steps before k were applied once and undone once, in
+        await pool.until(lambda: bool(settled), within=5, what="step k's outcome heard")
+    # then step k's outcome is counted as what it was: an abort, or a dead letter,
+    assert settled == ["aborted" if how == "abort" else "dead_letter"]
+    # and the saga ends compensated: the steps before k were applied once and undone once, in
     # the reverse order; step k and the ones after it never applied.
     assert states == {"s1": "compensated"}
     before = list(STEPS[:STEPS.index(failing)])

@@ -12,7 +12,7 @@ from e2e.failure_helpers import Lab, PoolRun
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from saga_helpers import Checkout, Order, checkout_saga, cleanup_saga
 
 from queues import saga_store
@@ -82,8 +82,11 @@ async def test_a_compensated_saga_is_one_trace_of_every_step_and_compensation(
     [root] = [s for s in spans if s.parent is None]
     assert root.kind is SpanKind.PRODUCER and root.name.startswith("send ")
     assert all(s.parent.span_id in by_id for s in spans if s.parent is not None)
-    # The ship step's span says it failed; the compensations' say they did their work.
+    # The ship step's span says it stopped its saga (an error, no dead letter); the
+    # compensations' say they did their work.
     [ship] = [s for s in spans if _group(s) == f"{name}.ship"]
-    assert (ship.attributes or {})["seawall.outcome"] == "dead_letter"
+    assert (ship.attributes or {})["seawall.outcome"] == "aborted"
+    assert ship.status.status_code is StatusCode.ERROR
+    assert not [e for e in ship.events if e.name == "seawall.dead_letter"]
     assert all((s.attributes or {})["seawall.outcome"] == "ok"
                for s in spans if _group(s).endswith(".undo"))

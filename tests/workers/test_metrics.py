@@ -158,7 +158,7 @@ def test_every_outcome_of_every_handler_starts_at_zero() -> None:
     totals = Totals(HANDLERS)
 
     assert {k[3] for k, n in totals.processed.items() if n == 0} == {
-        "ok", "retry", "dead_letter", "fallback", "parked", "skipped"}
+        "ok", "retry", "dead_letter", "fallback", "parked", "skipped", "aborted"}
     assert totals.restarts == {"payments": 0} and totals.reconnects == {"payments": 0}
 
 

@@ -48,7 +48,7 @@ def test_status_reports_backlog_outcomes_breaker_and_live_processes(
     assert (handler.lag, handler.pending, handler.consumers) == (None, 0, 0)  # no group yet
     assert handler.breaker == "closed"
     assert handler.outcomes == {"ok": 40, "retry": 3, "dead_letter": 1, "fallback": 0,
-                                "parked": 12, "skipped": 0}
+                                "parked": 12, "skipped": 0, "aborted": 0}
     [pool] = [p for p in report.pools if p.app == record.app]
     assert (pool.name, pool.alive) == ("payments", 1)
     assert settled(handler) == "40/3/1 +12 parked"

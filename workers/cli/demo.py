@@ -76,9 +76,10 @@ IN_FLIGHT = ("running", "compensating", "timed_out")
 """Saga states that are not final: going forward, or being compensated (``timed_out``: its
 deadline passed, it is being compensated)."""
 SUMMARY_KINDS = (outcome_counts.OK, outcome_counts.RETRY, outcome_counts.FALLBACK,
-                 outcome_counts.PARKED, outcome_counts.DEAD_LETTER)
-"""The summary's columns of settled outcomes: handled, retries, fallbacks, parked, dead
-letters (or, for a saga step, aborts: given up for good either way)."""
+                 outcome_counts.PARKED)
+"""The summary's columns of settled outcomes: handled, retries, fallbacks, parked; then
+"gave up": dead letters and saga steps' aborts, given up for good either way."""
+GAVE_UP = (outcome_counts.DEAD_LETTER, outcome_counts.ABORTED)
 
 
 def source_root() -> Path:
@@ -321,7 +322,8 @@ def _summary(run: _Run, producer: _Producer) -> str:
         left = "-" if h is None else str((h.lag or 0) + h.pending + h.retry_pending)
         counts = settled[record.name]
         rows.append([record.name, record.pool, *(str(counts[kind]) for kind in SUMMARY_KINDS),
-                     left, "-" if h is None else str(h.delayed)])
+                     str(sum(counts[kind] for kind in GAVE_UP)), left,
+                     "-" if h is None else str(h.delayed)])
     elapsed = time.monotonic() - run.started
     in_flight = sum(sagas.get(state, 0) for state in IN_FLIGHT)
     lines = [

@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from queues.outcome_counts import KINDS
 from workers.observability.counting import SLOTS
 from workers.observability.wire import Report
 
 BREAKER_STATE_VALUES = {"closed": 0, "disabled": 0, "half_open": 1, "open": 2,
                         "forced_open": 2}
 """``seawall_circuit_breaker_state``: 0 closed (or disabled), 1 half-open, 2 open."""
-KINDS = ("ok", "retry", "dead_letter", "fallback", "parked", "skipped")
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ the atomic script that moves the message (``workers.runtime.settle``).
 from __future__ import annotations
 
 from queues.envelope import Envelope
+from workers.errors import StepAborted
 from workers.outcome import Outcome
 from workers.retry import GiveUp, RetryPolicy, decide, gives_up_at_once
 
@@ -23,6 +24,8 @@ def failure_outcome(policy: RetryPolicy, envelope: Envelope, error: BaseExceptio
     ``error`` at ``now`` (wall-clock seconds)."""
     at_once = gives_up_at_once(error)
     if at_once is not None:  # (needs no attempt number: a flood of invalid ones stays cheap)
+        if isinstance(error, StepAborted):  # a saga step's decision: its saga compensates
+            return Outcome.aborted(error, str(error)[:200] or at_once.reason)
         return Outcome.dead_letter(error, at_once.reason)
     first_ms = envelope.first_failed_at_ms
     first = first_ms / 1000 if first_ms is not None else now

@@ -9,7 +9,11 @@ Every operation leaves with the pool's next ack pipeline (``workers.runtime.acke
 * ``parked``: XACK + ZADD to the delayed set (``retry_later.lua``), the attempt unchanged:
   the breaker was open, the message was not tried;
 * ``retry``: the same, with ``attempt + 1``, due when the policy said;
-* ``dead_letter``: XACK + XADD to the dead-letter stream (``dead_letter.lua``).
+* ``dead_letter``: XACK + XADD to the dead-letter stream (``dead_letter.lua``);
+* ``aborted``: settled by the saga's plugin (its steps compensated); a handler outside a
+  saga that raises ``StepAborted`` gets a dead letter.
+
+A handler's plugin (``workers.plugin``, a saga's steps) settles the outcomes it knows first.
 
 Either way the message is in exactly one place once the pipeline lands; if it never does,
 the entry stays pending and is delivered again.
@@ -185,8 +189,9 @@ class Settler:
         """Queue what ``outcome`` means for ``call``'s message; never raises."""
         envelope = call.envelope
         kind = outcome.kind
-        if self._plugin is not None and self._plugin.settle(call, outcome, self):
-            pass
+        settled = None if self._plugin is None else self._plugin.settle(call, outcome, self)
+        if settled is not None:
+            outcome = settled
         elif kind is Kind.OK or kind is Kind.FALLBACK:
             marker = (self.keys.done(envelope.message_id)
                       if self._idempotent and kind is Kind.OK else None)
@@ -204,6 +209,9 @@ class Settler:
         elif kind is Kind.RETRY or kind is Kind.PARKED:
             self._schedule(envelope, outcome)
         else:
+            if kind is Kind.ABORTED:  # (raised outside a saga step: no saga to compensate)
+                outcome = Outcome.dead_letter(outcome.error or RuntimeError(outcome.reason),
+                                              outcome.reason)
             self._dead_letter(envelope, outcome)
         if self._observed:
             self.acker.settled(call, outcome)

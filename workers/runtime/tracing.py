@@ -27,15 +27,15 @@ The process span, after the messaging semantic conventions::
     messaging.message.id                the message id (the same on every attempt)
     messaging.message.conversation_id   the correlation id
     seawall.attempt, seawall.pool       1 on the first delivery; the handler's pool
-    seawall.outcome, seawall.reason     ok, retry, dead_letter, ...; why, on a failure
+    seawall.outcome, seawall.reason     ok, retry, dead_letter, aborted, ...; why, on a failure
     error.type                          the exception's class, on a failure
 
-A ``retry`` or ``dead_letter`` outcome sets the status to ERROR (its reason as the
-description) and records the exception; a dead letter also adds a ``seawall.dead_letter``
-event naming the dead-letter stream. Each follow-up (``ctx.publish``) gets a ``send
-<stream>`` producer span, child of the process span, made when the call returns; its
-context goes into the follow-up's ``traceparent``, so the downstream consumer's span lands
-in the same trace.
+A ``retry``, ``dead_letter`` or ``aborted`` (a saga step stopped its saga) outcome sets
+the status to ERROR (its reason as the description) and records the exception; a dead
+letter also adds a ``seawall.dead_letter`` event naming the dead-letter stream. Each
+follow-up (``ctx.publish``) gets a ``send <stream>`` producer span, child of the process
+span, made when the call returns; its context goes into the follow-up's ``traceparent``,
+so the downstream consumer's span lands in the same trace.
 
 Unsampled messages cost next to nothing: when the incoming ``traceparent`` says "not
 sampled" and the provider's sampler drops the children of unsampled remote parents (the
@@ -295,7 +295,7 @@ def _record(span: Span, outcome: Outcome, dead_letters: str) -> None:
         span.record_exception(error)
     if outcome.reason and kind is not Kind.OK:
         span.set_attribute("seawall.reason", outcome.reason)
-    if kind is Kind.RETRY or kind is Kind.DEAD_LETTER:
+    if kind is Kind.RETRY or kind is Kind.DEAD_LETTER or kind is Kind.ABORTED:
         span.set_status(Status(StatusCode.ERROR, outcome.reason))
     if kind is Kind.RETRY and outcome.retry_at_ms is not None:
         span.set_attribute("seawall.retry_at_ms", outcome.retry_at_ms)
