@@ -118,10 +118,14 @@ def test_a_signing_app_refuses_entries_with_a_signature_error(tamper: str) -> No
 
 def test_size_is_checked_before_the_signature() -> None:
     integrity = Integrity(signing_keys={"k1": KEY}, max_payload_bytes=10)
+    envelope = arrived({"payload": "x" * 50})
 
-    outcome = integrity.admission(STREAM)(arrived({"payload": "x" * 50}))
+    outcome = integrity.admission(STREAM)(envelope)
 
+    # (one call to the verifier measures the payload first, and hashes nothing)
     assert outcome is not None and isinstance(outcome.error, MessageTooLarge)
+    assert outcome.reason == TOO_LARGE
+    assert b"payload" not in envelope.fields and envelope.fields[PAYLOAD_SIZE] == b"50"
 
 
 def test_refusals_are_never_retried_nor_breaker_failures() -> None:
