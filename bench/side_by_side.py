@@ -29,8 +29,9 @@ comes first costs about 1 % here. The table ends with the medians of all windows
 Variants (``--runs``): ``signed``, every message signed with HMAC-SHA256 and checked by the
 pool (``App(signing_keys=)``, as ``bench/throughput.py --runs signed``); ``unchecked``, the
 same signed messages read by a pool without keys (what the signature field alone costs a
-reader); ``swapped``, the plain app beside itself, which shows what the method reads as a
-cost when there is none.
+reader); ``nobreaker``, the handler without its circuit breaker (``breaker=None``: below
+1, what the breaker costs); ``swapped``, the plain app beside itself, which shows what the
+method reads as a cost when there is none.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ GROUP = "bench.noop"
 VARIANTS: dict[str, tuple[dict[str, bool], dict[str, bool]]] = {
     "signed": ({"signed": True}, {"signed": True}),
     "unchecked": ({"signed": True}, {}),
+    "nobreaker": ({}, {"breaker": False}),
     "swapped": ({}, {}),
 }
 """Each variant's keyword arguments to ``_publish`` and to ``pool_command``."""
