@@ -1,8 +1,8 @@
 """The benchmark scripts run on a tiny input and print their tables and ratio lines.
 
 Nothing here is timed (CONVENTIONS 13: benchmarks are not tests); these only keep
-bench/latency.py, bench/throughput.py's follow-up and tracing runs and bench/sagas.py
-working as the runtime changes.
+bench/latency.py, bench/throughput.py's follow-up and tracing runs, bench/sagas.py and
+bench/side_by_side.py working as the runtime changes.
 """
 
 from __future__ import annotations
@@ -126,3 +126,13 @@ def test_capacity_prints_its_table_and_model() -> None:
         # Redis us/msg, msgs/s per shard, then processes and shards for 100k and 1M msgs/s
         assert re.search(rf"^{re.escape(name)}(\s+\d+){{2}}\s+{NUMBER}\s+\d+(\s+\d+){{4}}\s*$",
                          out, re.M), out
+
+
+def test_side_by_side_prints_each_window_and_the_medians() -> None:
+    out = run_script("bench/side_by_side.py", "--runs", "signed", "--n", "80000",
+                     "--windows", "2", "--seconds", "0.3", timeout=120)
+    assert out.count("signed beside plain") == 2, out  # both orders
+    windows = re.findall(rf"^\s*[12]\s+[\d,]+\s+{NUMBER}\s+[\d,]+\s+{NUMBER}\s+{NUMBER}"
+                         rf"\s+{NUMBER}\s*$", out, re.M)
+    assert len(windows) == 4, out
+    assert re.search(rf"^signed\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s*$", out, re.M), out
