@@ -235,8 +235,7 @@ class UndoPlugin:
             return outcome
         if kind is Kind.ABORTED:
             # A compensation has nothing to abort: it failed, and the saga with it.
-            outcome = Outcome.dead_letter(outcome.error or RuntimeError(outcome.reason),
-                                          outcome.reason)
+            outcome = outcome.as_dead_letter()
             kind = outcome.kind
         if kind is Kind.DEAD_LETTER:
             settler.log_dead_letter(envelope, outcome)

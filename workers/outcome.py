@@ -19,7 +19,7 @@ committed only by ``ok`` and ``fallback``, in the same script as the XACK.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -113,6 +113,11 @@ class Outcome:
     @classmethod
     def aborted(cls, error: BaseException, reason: str) -> Outcome:
         return cls(Kind.ABORTED, error=error, reason=reason)
+
+    def as_dead_letter(self) -> Outcome:
+        """The same failure as a dead letter: an ``aborted`` outcome where there is no saga
+        to stop (a handler outside a saga, a compensation)."""
+        return replace(self, kind=Kind.DEAD_LETTER)
 
     def __repr__(self) -> str:
         extra = f", error={self.error_type}" if self.error is not None else ""

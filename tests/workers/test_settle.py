@@ -19,7 +19,7 @@ from queues import outbox
 from queues.envelope import Envelope
 from queues.keys import HandlerKeys
 from workers.context import Context
-from workers.errors import NonRetryable
+from workers.errors import NonRetryable, StepAborted
 from workers.middleware import Call
 from workers.outcome import FollowUp, Kind, Outcome
 from workers.runtime.acker import AckBatcher
@@ -380,6 +380,24 @@ def _raised(error: Exception) -> Exception:
         raise error
     except Exception as exc:
         return exc
+
+
+async def test_an_abort_outside_a_saga_step_is_a_dead_letter_and_heard_as_one(
+        aredis: aioredis.Redis, keys: HandlerKeys) -> None:
+    # Given a handler that is no saga step and raised StepAborted by hand,
+    h = Harness(aredis, keys)
+    call = await h.deliver(_fields(11))
+    error = _raised(StepAborted("no saga here"))
+
+    h.settler.settle(call, Outcome.aborted(error, "no saga here"))
+    await h.acker.flush()
+
+    # then there is no saga to compensate: the message is a dead letter, counted as one.
+    assert await h.pending() == 0
+    [letter] = await h.dead_letters()
+    assert letter[b"dlq_error_type"] == b"StepAborted"
+    assert letter[b"dlq_reason"] == b"no saga here"
+    assert [(o.kind, o.error) for _, o in h.heard] == [(Kind.DEAD_LETTER, error)]
 
 
 async def test_dead_letter_moves_the_message_with_its_reason_error_and_traceback(

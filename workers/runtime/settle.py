@@ -210,8 +210,7 @@ class Settler:
             self._schedule(envelope, outcome)
         else:
             if kind is Kind.ABORTED:  # (raised outside a saga step: no saga to compensate)
-                outcome = Outcome.dead_letter(outcome.error or RuntimeError(outcome.reason),
-                                              outcome.reason)
+                outcome = outcome.as_dead_letter()
             self._dead_letter(envelope, outcome)
         if self._observed:
             self.acker.settled(call, outcome)
