@@ -12,7 +12,7 @@
    the package installs without this module, and signing.py does the same in Python. */
 
 #define PY_SSIZE_T_CLEAN
-#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_CTX: copied by value, which EVP cannot do cheaply */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Update from a prepared state: EVP cannot start there */
 #include <Python.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>

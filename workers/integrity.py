@@ -55,10 +55,9 @@ class Admission:
     """One handler's check of each entry it reads, built once at pool start: the payload's
     size (an app without keys)."""
 
-    __slots__ = ("_limit", "_stream")
+    __slots__ = ("_limit",)
 
-    def __init__(self, stream: str, limit: int) -> None:
-        self._stream = stream.encode()
+    def __init__(self, limit: int) -> None:
         self._limit = limit
 
     def __call__(self, envelope: Envelope) -> Outcome | None:
@@ -82,10 +81,11 @@ class SignedAdmission(Admission):
     """The check of an app with keys: the size and the signature in one call to the
     verifier (C, where it was built), which measures the payload before it hashes."""
 
-    __slots__ = ("_keyring", "_verdict")
+    __slots__ = ("_keyring", "_stream", "_verdict")
 
     def __init__(self, stream: str, keyring: Keyring, limit: int) -> None:
-        super().__init__(stream, limit)
+        super().__init__(limit)
+        self._stream = stream.encode()
         self._keyring = keyring
         self._verdict = keyring.verdict
 
@@ -166,5 +166,5 @@ class Integrity:
     def admission(self, stream: str) -> Admission:
         """The check of entries a handler of ``stream`` reads."""
         if self.keyring is None or script_written(stream):
-            return Admission(stream, self.max_payload_bytes)
+            return Admission(self.max_payload_bytes)
         return SignedAdmission(stream, self.keyring, self.max_payload_bytes)
