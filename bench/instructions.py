@@ -10,8 +10,9 @@ and its no-op handler), each drain in a new process under callgrind; the differe
 the two totals over 2N is the cost of one message, start-up and shut-down cancelling
 out. Variants: ``raw`` (bench/raw_consumer.py), ``seawall`` (one pool process of
 bench/bench_app.py), and with ``--runs``: ``signed`` (every message signed and checked,
-as ``bench/throughput.py --runs signed``). The table ends with each variant's count as a
-share of the seawall run's.
+as ``bench/throughput.py --runs signed``) and ``unchecked`` (the same signed messages read
+by a pool without keys: the cost of the signature field alone). The table ends with each
+variant's count as a share of the seawall run's.
 
 What it cannot show: time. An instruction of a dictionary lookup and one of SHA-256 are
 counted alike, and callgrind runs the code on a simulated CPU without the SHA extensions,
@@ -52,7 +53,7 @@ def drain(client: redis.Redis, url: str, variant: str, n: int, timeout: float,
     """Instructions a new consumer process of ``variant`` executes to start, drain ``n``
     messages and stop (its callgrind file kept at ``keep``, if given)."""
     stream = f"bench-ins-{uuid.uuid4().hex[:8]}"
-    _publish(client, stream, n, signed=variant == "signed")
+    _publish(client, stream, n, signed=variant in ("signed", "unchecked"))
     out = Path(tempfile.mkdtemp()) / "callgrind.out"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     if variant == "raw":
@@ -98,14 +99,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4000,
                         help="messages of the shorter drain (the longer one drains 3N)")
     parser.add_argument("--runs", default="signed",
-                        help="variants besides raw and seawall, comma separated: signed")
+                        help="variants besides raw and seawall, comma separated: signed, "
+                             "unchecked")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     extra = [r.strip() for r in args.runs.split(",") if r.strip()]
-    unknown = set(extra) - {"signed"}
+    unknown = set(extra) - {"signed", "unchecked"}
     if unknown:
         parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
     client = redis.Redis.from_url(args.redis_url)

@@ -1,8 +1,16 @@
 """Types of the C module queues/_sigcheck.c (see queues/signing.py)."""
 
+from collections.abc import Callable
+from typing import Any
+
 class Verifier:
     def __init__(self, keys: dict[bytes, bytes], version: bytes, named: tuple[bytes, ...],
                  known: frozenset[bytes], sig_field: bytes) -> None: ...
     def verdict(self, fields: dict[bytes, bytes], stream: bytes, limit: int, /) -> int: ...
     def mac(self, fields: dict[bytes, bytes] | dict[str, str | bytes], stream: str | bytes,
             key_id: bytes, /) -> bytes: ...
+
+class Admission:
+    def __init__(self, verifier: Verifier, stream: bytes, limit: int,
+                 refuse: Callable[[int, Any], Any]) -> None: ...
+    def __call__(self, entry: Any, /) -> Any: ...

@@ -52,7 +52,7 @@ import hashlib
 import hmac
 import sys
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 SIG = b"sig"
 """Field: the id of the key that signed, a colon, and the HMAC-SHA256 of :func:`canonical`
@@ -210,9 +210,23 @@ NATIVE: VerifierFactory | None
 """The C verifier (``queues/_sigcheck.c``), None where it was not built (``pip install``
 compiles it when a C compiler and OpenSSL's headers are there)."""
 try:
-    from queues._sigcheck import Verifier as NATIVE
+    from queues._sigcheck import Admission as _NativeAdmission
+    from queues._sigcheck import Verifier as _NativeVerifier
 except ImportError:
     NATIVE = None
+else:
+    NATIVE = _NativeVerifier
+
+
+class Fielded(Protocol):
+    """An entry as a consumer holds it (``queues.envelope.Envelope``): its fields."""
+
+    @property
+    def fields(self) -> dict[bytes, bytes]: ...
+
+
+E = TypeVar("E", bound=Fielded)
+R = TypeVar("R")
 
 
 def check_key_id(key_id: object) -> str:
@@ -291,6 +305,24 @@ class Keyring:
         own method, so that a consumer checking every message it reads calls C directly,
         once for the size and the signature."""
         return self._verifier.verdict
+
+    def admission(self, stream: bytes, limit: int,
+                  refuse: Callable[[int, E], R]) -> Callable[[E], R | None]:
+        """One consumer's check of each entry it reads from ``stream``: None for an entry
+        a known key signed for ``stream`` with a payload of at most ``limit`` bytes, else
+        ``refuse(verdict, entry)``. With the C verifier the check is itself a C callable:
+        nothing runs in Python for an entry let in."""
+        if NATIVE is not None and isinstance(self._verifier, _NativeVerifier):
+            native: Callable[[E], R | None] = _NativeAdmission(
+                self._verifier, stream, limit, refuse)
+            return native
+        verdict = self._verifier.verdict
+
+        def admit(entry: E) -> R | None:
+            code = verdict(entry.fields, stream, limit)
+            return refuse(code, entry) if code else None
+
+        return admit
 
     def check(self, fields: dict[bytes, bytes], stream: bytes) -> str | None:
         """Why the entry's signature is refused, or None if a known key signed exactly

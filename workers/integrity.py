@@ -6,7 +6,7 @@ Outbound, :meth:`Integrity.seal` runs on every message the app writes from Pytho
 payload over ``max_payload_bytes`` raises :class:`PayloadTooLarge` before anything is
 written; with keys, the message is signed with ``sign_with`` for the stream it goes to.
 
-Inbound, :class:`Admission` runs once per message in the handler's decode step
+Inbound, :meth:`Integrity.admission` runs once per message in the handler's decode step
 (``workers.runtime.stack.Invoke``), before the payload is decoded: an entry whose payload is
 too large, or (with keys) whose signature is missing, wrong or under an unknown key, gets a
 dead-letter outcome at once, and its handler never runs. Such a refusal is never retried
@@ -24,7 +24,7 @@ only. Who may write there is the ACL's business (``seawall acl``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 from queues import signing
 from queues.envelope import PAYLOAD, Envelope
@@ -51,9 +51,13 @@ def script_written(stream: str) -> bool:
     return _SCRIPT_WRITTEN.match(stream) is not None
 
 
+Admit = Callable[[Envelope], Outcome | None]
+"""One handler's check of each entry it reads: a dead-letter outcome for an entry refused
+at the door, None to let it in."""
+
+
 class Admission:
-    """One handler's check of each entry it reads, built once at pool start: the payload's
-    size (an app without keys)."""
+    """The check of an app without keys: the payload's size. Built once at pool start."""
 
     __slots__ = ("_limit",)
 
@@ -61,42 +65,40 @@ class Admission:
         self._limit = limit
 
     def __call__(self, envelope: Envelope) -> Outcome | None:
-        """A dead-letter outcome for an entry refused at the door, None to let it in."""
         payload = envelope.fields.get(PAYLOAD)
         if payload is not None and len(payload) > self._limit:
-            return self._too_large(envelope)
+            return too_large(envelope, self._limit)
         return None
 
-    def _too_large(self, envelope: Envelope) -> Outcome:
-        fields = envelope.fields
-        size = len(fields.pop(PAYLOAD))  # not kept, not dead-lettered
-        fields[PAYLOAD_SIZE] = str(size).encode()
-        envelope.as_read = False
-        return Outcome.dead_letter(MessageTooLarge(
-            f"payload of {size} bytes is over this app's max_payload_bytes="
-            f"{self._limit}; dead-lettered without it"), TOO_LARGE)
+
+def too_large(envelope: Envelope, limit: int) -> Outcome:
+    """The dead letter of an entry whose payload is over ``limit``: the payload is dropped
+    from the entry (not kept, not dead-lettered), its size recorded instead."""
+    fields = envelope.fields
+    size = len(fields.pop(PAYLOAD))
+    fields[PAYLOAD_SIZE] = str(size).encode()
+    envelope.as_read = False
+    return Outcome.dead_letter(MessageTooLarge(
+        f"payload of {size} bytes is over this app's max_payload_bytes={limit}; "
+        "dead-lettered without it"), TOO_LARGE)
 
 
-class SignedAdmission(Admission):
-    """The check of an app with keys: the size and the signature in one call to the
-    verifier (C, where it was built), which measures the payload before it hashes."""
+class Refusal:
+    """What a signing app's check (``Keyring.admission``) returns for an entry it does not
+    let in: the size's dead letter, or a :class:`SignatureError` naming the reason. Only
+    refused entries come here: the check of one let in runs in C, where it was built."""
 
-    __slots__ = ("_keyring", "_stream", "_verdict")
+    __slots__ = ("_keyring", "_limit")
 
-    def __init__(self, stream: str, keyring: Keyring, limit: int) -> None:
-        super().__init__(limit)
-        self._stream = stream.encode()
+    def __init__(self, keyring: Keyring, limit: int) -> None:
         self._keyring = keyring
-        self._verdict = keyring.verdict
+        self._limit = limit
 
-    def __call__(self, envelope: Envelope) -> Outcome | None:
-        refused = self._verdict(envelope.fields, self._stream, self._limit)
-        if not refused:
-            return None
-        if refused == signing.PAYLOAD_TOO_LARGE:
-            return self._too_large(envelope)
+    def __call__(self, verdict: int, envelope: Envelope) -> Outcome:
+        if verdict == signing.PAYLOAD_TOO_LARGE:
+            return too_large(envelope, self._limit)
         return Outcome.dead_letter(
-            SignatureError(self._keyring.refusal(refused, envelope.fields)),
+            SignatureError(self._keyring.refusal(verdict, envelope.fields)),
             SIGNATURE_REJECTED)
 
 
@@ -163,8 +165,11 @@ class Integrity:
         if self.keyring is not None:
             self.keyring.sign(fields, stream)
 
-    def admission(self, stream: str) -> Admission:
-        """The check of entries a handler of ``stream`` reads."""
+    def admission(self, stream: str) -> Admit:
+        """The check of entries a handler of ``stream`` reads: the size alone, or (with
+        keys) the size and the signature in one call to the verifier, which measures the
+        payload before it hashes."""
         if self.keyring is None or script_written(stream):
             return Admission(self.max_payload_bytes)
-        return SignedAdmission(stream, self.keyring, self.max_payload_bytes)
+        return self.keyring.admission(stream.encode(), self.max_payload_bytes,
+                                      Refusal(self.keyring, self.max_payload_bytes))

@@ -14,6 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from queues import signing
+from queues.envelope import Envelope
 from queues.signing import (
     _KNOWN,
     MALFORMED,
@@ -141,3 +142,56 @@ def test_a_version_that_is_not_whole_blocks_is_refused() -> None:
 def test_keyrings_use_the_c_verifier_when_it_was_built() -> None:
     ring = signing.Keyring({"k1": "k" * 32}, "k1")
     assert type(ring._verifier) is signing.NATIVE
+
+
+@settings(max_examples=100, deadline=None)
+@given(entries, st.binary(max_size=30), secrets, st.integers(0, 6000), st.data())
+def test_the_c_admission_lets_in_what_the_verdict_signs(
+        fields: dict[bytes, bytes], stream: bytes, secret: bytes, limit: int,
+        data: st.DataObject) -> None:
+    """``Keyring.admission``'s C callable (what a pool calls on every entry) answers as
+    ``verdict`` does: None for a signed entry within the limit, else the refusal made
+    from the verdict and the entry itself."""
+    native, pure = both(secret)
+    assert signing.NATIVE is not None
+    refused: list[tuple[int, object]] = []
+
+    def refuse(verdict: int, entry: object) -> str:
+        refused.append((verdict, entry))
+        return "refused"
+
+    admit = signing._NativeAdmission(native, stream, limit, refuse)
+    signed = {**fields, SIG: b"k1:" + pure.mac(fields, stream, b"k1")}
+    tampered = {**signed, data.draw(names.filter(lambda n: n not in signing.UNSIGNED)): b"!"}
+    for entry_fields in [signed, fields, tampered]:
+        entry = Envelope("s", "1-0", entry_fields)
+        verdict = pure.verdict(entry_fields, stream, limit)
+        answer = admit(entry)
+        if verdict == SIGNED:
+            assert answer is None and not refused
+        else:
+            assert answer == "refused" and refused == [(verdict, entry)]
+        refused.clear()
+
+
+def test_the_c_admission_takes_one_entry_and_lets_errors_through() -> None:
+    native, _ = both(b"k" * 32)
+    assert signing.NATIVE is not None
+
+    def refuse(verdict: int, entry: object) -> None:
+        raise RuntimeError(f"refusal {verdict} failed")
+
+    admit = signing._NativeAdmission(native, b"s", ANY, refuse)
+    with pytest.raises(RuntimeError, match="refusal 1 failed"):
+        admit(Envelope("s", "1-0", {b"payload": b"{}"}))
+    with pytest.raises(AttributeError, match="fields"):
+        admit(object())
+    with pytest.raises(TypeError, match="must be a dict"):
+        admit(Envelope("s", "1-0", [(SIG, b"x")]))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="one entry"):
+        admit(Envelope("s", "1-0", {}), Envelope("s", "1-0", {}))
+    with pytest.raises(TypeError, match="callable"):
+        signing._NativeAdmission(native, b"s", ANY, "not callable")  # type: ignore[arg-type]
+    bare = signing.NATIVE.__new__(signing.NATIVE)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="not initialized"):
+        signing._NativeAdmission(bare, b"s", ANY, refuse)
