@@ -4,7 +4,8 @@ SIGSTOP while the other runs), and the CPU each spends per message compared over
 same seconds.
 
     python bench/side_by_side.py [--n 550000] [--windows 20] [--seconds 0.5]
-                                 [--slice 0.02] [--runs signed,unchecked,swapped]
+                                 [--slice 0.02] [--pairs 2]
+                                 [--runs signed,unchecked,swapped]
 
 Why not one run after the other (bench/throughput.py): on a shared machine the speed of a
 core changes from one minute to the next by more than a cost of a few percent, and the
@@ -22,9 +23,13 @@ Both streams are published before the pools start (``--n`` messages each, enough
 window). After start-up, each window counts, for each pool, the messages acknowledged (the
 group's reads minus its pending entries) and the CPU time of all its threads
 (``/proc/<pid>/task/*/schedstat``, in nanoseconds), and prints the variant's CPU per
-message and messages over the plain pool's. Each variant runs twice, the plain stream
-published and the plain pool started and given the first turn, then the variant's: which
-comes first costs about 1 % here. The table ends with the medians of all windows.
+message and messages over the plain pool's. Each variant runs as ``--pairs`` pairs of new
+pool processes, in turn the plain stream published and the plain pool started and given
+the first turn, then the variant's, and the other way round. Two processes of the same
+code differ by a few per cent from one pair to the next (which comes first, where memory
+lands, how the process's random hash seed places its dict keys), so both pools of a pair
+get the same ``PYTHONHASHSEED``, a new one for each pair, and the table ends with the
+medians of all windows of all pairs: more pairs, less of that spread left.
 
 Variants (``--runs``): ``signed``, every message signed with HMAC-SHA256 and checked by the
 pool (``App(signing_keys=)``, as ``bench/throughput.py --runs signed``); ``unchecked``, the
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -101,8 +107,10 @@ def published(client: redis.Redis, n: int, **options: bool) -> str:
     return stream
 
 
-def start(url: str, name: str, stream: str, cpu: int, **options: bool) -> Pool:
+def start(url: str, name: str, stream: str, cpu: int, hash_seed: int,
+          **options: bool) -> Pool:
     argv, env = pool_command(url, stream, **options)
+    env["PYTHONHASHSEED"] = str(hash_seed)
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
                             preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     return Pool(name, stream, proc)
@@ -148,7 +156,7 @@ def taking_turns(pools: list[Pool], slice_seconds: float) -> Iterator[None]:
 
 def compare(client: redis.Redis, url: str, variant: str, n: int, windows: int,
             seconds: float, cpu: int, slice_seconds: float,
-            plain_first: bool) -> list[tuple[float, float]]:
+            plain_first: bool, hash_seed: int) -> list[tuple[float, float]]:
     """Per window, the variant's CPU per message and messages over the plain pool's.
     ``plain_first``: the plain stream is published, and the plain pool started and given
     the first turn, before the variant's (else after)."""
@@ -156,13 +164,13 @@ def compare(client: redis.Redis, url: str, variant: str, n: int, windows: int,
     if plain_first:
         plain_stream = published(client, n)
         other_stream = published(client, n, **publish)
-        plain = start(url, "plain", plain_stream, cpu)
-        other = start(url, variant, other_stream, cpu, **pool)
+        plain = start(url, "plain", plain_stream, cpu, hash_seed)
+        other = start(url, variant, other_stream, cpu, hash_seed, **pool)
     else:
         other_stream = published(client, n, **publish)
         plain_stream = published(client, n)
-        other = start(url, variant, other_stream, cpu, **pool)
-        plain = start(url, "plain", plain_stream, cpu)
+        other = start(url, variant, other_stream, cpu, hash_seed, **pool)
+        plain = start(url, "plain", plain_stream, cpu, hash_seed)
     ratios: list[tuple[float, float]] = []
     try:
         deadline = time.monotonic() + 60
@@ -208,11 +216,14 @@ def main() -> None:
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=550_000, help="messages in each stream")
-    parser.add_argument("--windows", type=int, default=20, help="windows in each order")
+    parser.add_argument("--windows", type=int, default=20, help="windows in each pair")
     parser.add_argument("--seconds", type=float, default=0.5, help="length of a window")
     parser.add_argument("--slice", type=float, default=0.02,
                         help="seconds each pool runs alone before the other's turn; 0: "
                              "both at once")
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="pairs of pool processes for each variant, every other one "
+                             "with the plain pool first")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="the core both pools run on")
     parser.add_argument("--runs", default="signed", help="variants, comma separated: "
@@ -228,16 +239,20 @@ def main() -> None:
     summary = []
     for variant in runs:
         ratios = []
-        for plain_first in (True, False):
+        for pair in range(args.pairs):
+            plain_first = pair % 2 == 0
+            hash_seed = random.randrange(2**32)
             print(f"\n{variant} beside plain, both on CPU {args.cpu}, "
-                  f"{'plain' if plain_first else variant} first")
+                  f"{'plain' if plain_first else variant} first, "
+                  f"PYTHONHASHSEED={hash_seed}")
             ratios += compare(client, args.redis_url, variant, args.n, args.windows,
-                              args.seconds, args.cpu, args.slice, plain_first)
+                              args.seconds, args.cpu, args.slice, plain_first, hash_seed)
         summary.append((variant, ratios))
     turns = (f"taking turns of {args.slice:g} s" if args.slice
              else "both at once")
-    print(f"\nover the plain pool's, 2 x {args.windows} windows of {args.seconds:g} s "
-          f"(plain first, then the variant), both pools on one core, {turns}")
+    print(f"\nover the plain pool's, {args.pairs} pairs x {args.windows} windows of "
+          f"{args.seconds:g} s (every other pair the plain pool first), both pools on one "
+          f"core, {turns}")
     print(f"{'run':<10} {'CPU/msg median':>15} {'min':>7} {'max':>7}"
           + (f" {'msgs median':>12}" if args.slice else ""))
     for variant, ratios in summary:

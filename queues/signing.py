@@ -42,8 +42,10 @@ one buffer, the HMAC run from the key's prepared SHA-256 states: 0.4 us a messag
 in Python otherwise (:class:`PureVerifier`, the reference: 2.6 us); tests hold the two
 equal, and to the standard library's ``hmac``, on generated entries.
 
-Pure: no Redis, no clock. ``Keyring.verdict`` says whether an entry is refused and
-``Keyring.refusal`` why; the runtime turns that into a dead letter (``workers.integrity``).
+Pure: no Redis, no clock. ``Keyring.admission`` is a consumer's check of each entry it
+reads (with the C verifier, a C callable: an entry let in runs no Python for it),
+``Keyring.verdict`` says whether an entry is refused and ``Keyring.refusal`` why; the
+runtime turns a refusal into a dead letter (``workers.integrity``).
 """
 
 from __future__ import annotations
@@ -301,9 +303,8 @@ class Keyring:
     def verdict(self) -> Callable[[dict[bytes, bytes], bytes, int], int]:
         """``verdict(fields, stream, limit)``: :data:`SIGNED` (0) if a known key signed
         exactly these fields for ``stream``, :data:`PAYLOAD_TOO_LARGE` for a payload over
-        ``limit`` bytes, else why not (:meth:`refusal` says it in words). The verifier's
-        own method, so that a consumer checking every message it reads calls C directly,
-        once for the size and the signature."""
+        ``limit`` bytes, else why not (:meth:`refusal` says it in words). A consumer
+        checks the entries it reads with :meth:`admission`, which calls the same check."""
         return self._verifier.verdict
 
     def admission(self, stream: bytes, limit: int,

@@ -130,9 +130,12 @@ def test_capacity_prints_its_table_and_model() -> None:
 
 def test_side_by_side_prints_each_window_and_the_medians() -> None:
     out = run_script("bench/side_by_side.py", "--runs", "signed", "--n", "80000",
-                     "--windows", "2", "--seconds", "0.3", timeout=120)
-    assert out.count("signed beside plain") == 2, out  # both orders
+                     "--windows", "2", "--seconds", "0.3", "--pairs", "3", timeout=180)
+    # three pairs, the orders taking turns, each pair with a hash seed of its own
+    pairs = re.findall(r"^signed beside plain, both on CPU \d+, (plain|signed) first, "
+                       r"PYTHONHASHSEED=(\d+)$", out, re.M)
+    assert [order for order, _ in pairs] == ["plain", "signed", "plain"], out
     windows = re.findall(rf"^\s*[12]\s+[\d,]+\s+{NUMBER}\s+[\d,]+\s+{NUMBER}\s+{NUMBER}"
                          rf"\s+{NUMBER}\s*$", out, re.M)
-    assert len(windows) == 4, out
+    assert len(windows) == 6, out
     assert re.search(rf"^signed\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s*$", out, re.M), out
