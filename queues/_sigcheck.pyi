@@ -1,6 +1,6 @@
 """Types of the C module queues/_sigcheck.c (see queues/signing.py)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class Verifier:
@@ -14,3 +14,4 @@ class Admission:
     def __init__(self, verifier: Verifier, stream: bytes, limit: int,
                  refuse: Callable[[int, Any], Any]) -> None: ...
     def __call__(self, entry: Any, /) -> Any: ...
+    def check_all(self, entries: Sequence[Any], /) -> None: ...

@@ -32,6 +32,9 @@ CORRELATION_ID = b"correlation_id"
 FIRST_FAILED_AT = b"first_failed_at"
 ORIGIN_ENTRY_ID = b"origin_entry_id"
 
+UNCHECKED = -1
+"""``Envelope.verdict`` of an entry whose signature was not checked with its batch."""
+
 class EnvelopeError(ValueError):
     """An entry that cannot be a message (no ``payload``); it goes to the dead letters."""
 
@@ -52,6 +55,10 @@ class Envelope:
     """The fields are the entry's as stored in its stream (False once changed: an
     oversized payload dropped), so a script may copy them from there rather than be sent
     them (``queues.dead_letters.copy_letter``)."""
+    verdict: int = UNCHECKED
+    """A signing app's verdict on the entry (``queues.signing``: 0 signed), made for its
+    whole batch when it was read; :data:`UNCHECKED` for an entry read otherwise (taken
+    over from a dead consumer), which the handler's check then makes alone."""
 
     @property
     def payload(self) -> bytes:

@@ -53,8 +53,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Generic, Protocol, TypeVar
 
 SIG = b"sig"
 """Field: the id of the key that signed, a colon, and the HMAC-SHA256 of :func:`canonical`
@@ -220,15 +220,51 @@ else:
     NATIVE = _NativeVerifier
 
 
-class Fielded(Protocol):
-    """An entry as a consumer holds it (``queues.envelope.Envelope``): its fields."""
+class Entry(Protocol):
+    """An entry as a consumer holds it (``queues.envelope.Envelope``): its fields, and the
+    verdict its batch's check left on it (-1: none)."""
 
-    @property
-    def fields(self) -> dict[bytes, bytes]: ...
+    fields: dict[bytes, bytes]
+    verdict: int
 
 
-E = TypeVar("E", bound=Fielded)
+E = TypeVar("E", bound=Entry)
 R = TypeVar("R")
+E_in = TypeVar("E_in", bound=Entry, contravariant=True)
+R_out = TypeVar("R_out", covariant=True)
+
+
+class EntryCheck(Protocol[E_in, R_out]):
+    """A consumer's check of the entries it reads (:meth:`Keyring.admission`)."""
+
+    def __call__(self, entry: E_in, /) -> R_out | None:
+        """None to let ``entry`` in, else the refusal."""
+
+    def check_all(self, entries: Sequence[E_in], /) -> None:
+        """Check a batch as it is read, leaving each verdict on its entry."""
+
+
+class PureAdmission(Generic[E, R]):
+    """:meth:`Keyring.admission` with the Python verifier: the C one's twin."""
+
+    __slots__ = ("_limit", "_refuse", "_stream", "_verdict")
+
+    def __init__(self, verifier: SignatureVerifier, stream: bytes, limit: int,
+                 refuse: Callable[[int, E], R]) -> None:
+        self._verdict = verifier.verdict
+        self._stream = stream
+        self._limit = limit
+        self._refuse = refuse
+
+    def __call__(self, entry: E, /) -> R | None:
+        verdict = entry.verdict
+        if verdict < 0:
+            verdict = self._verdict(entry.fields, self._stream, self._limit)
+        return self._refuse(verdict, entry) if verdict else None
+
+    def check_all(self, entries: Sequence[E], /) -> None:
+        for entry in entries:
+            entry.verdict = self._verdict(entry.fields, self._stream, self._limit)
 
 
 def check_key_id(key_id: object) -> str:
@@ -308,22 +344,16 @@ class Keyring:
         return self._verifier.verdict
 
     def admission(self, stream: bytes, limit: int,
-                  refuse: Callable[[int, E], R]) -> Callable[[E], R | None]:
+                  refuse: Callable[[int, E], R]) -> EntryCheck[E, R]:
         """One consumer's check of each entry it reads from ``stream``: None for an entry
         a known key signed for ``stream`` with a payload of at most ``limit`` bytes, else
-        ``refuse(verdict, entry)``. With the C verifier the check is itself a C callable:
-        nothing runs in Python for an entry let in."""
+        ``refuse(verdict, entry)``. Its ``check_all`` checks a batch as it is read (the
+        check of one entry then reads the verdict left on it). With the C verifier both
+        are C: nothing runs in Python for an entry let in."""
         if NATIVE is not None and isinstance(self._verifier, _NativeVerifier):
-            native: Callable[[E], R | None] = _NativeAdmission(
-                self._verifier, stream, limit, refuse)
+            native: EntryCheck[E, R] = _NativeAdmission(self._verifier, stream, limit, refuse)
             return native
-        verdict = self._verifier.verdict
-
-        def admit(entry: E) -> R | None:
-            code = verdict(entry.fields, stream, limit)
-            return refuse(code, entry) if code else None
-
-        return admit
+        return PureAdmission(self._verifier, stream, limit, refuse)
 
     def check(self, fields: dict[bytes, bytes], stream: bytes) -> str | None:
         """Why the entry's signature is refused, or None if a known key signed exactly

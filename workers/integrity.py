@@ -7,14 +7,17 @@ payload over ``max_payload_bytes`` raises :class:`PayloadTooLarge` before anythi
 written; with keys, the message is signed with ``sign_with`` for the stream it goes to.
 
 Inbound, :meth:`Integrity.admission` runs once per message in the handler's decode step
-(``workers.runtime.stack.Invoke``), before the payload is decoded: an entry whose payload is
-too large, or (with keys) whose signature is missing, wrong or under an unknown key, gets a
-dead-letter outcome at once, and its handler never runs. Such a refusal is never retried
-and never counts against the breaker (both errors are :class:`MessageRejected`, a
-:class:`NonRetryable`), and a saga step treats it as no event of its saga at all. The
-size is checked first, so an oversized entry costs a length, not an HMAC over it; its
-payload is dropped from the entry then, and its dead letter keeps every other field and
-``payload_size`` instead.
+(``workers.runtime.stack.Invoke``), before the payload is decoded: an entry whose payload
+is too large, or (with keys) whose signature is missing, wrong or under an unknown key,
+gets a dead-letter outcome at once, and its handler never runs. (With keys, the
+signatures of a batch are checked together as it is read, ``check_all``, and each verdict
+waits on its entry for that step: a loop keeps the hashing code and its tables in the
+CPU's nearest caches, which one check between two messages' Python never finds.) Such a
+refusal is never retried and never counts against the breaker (both errors are
+:class:`MessageRejected`, a :class:`NonRetryable`), and a saga step treats it as no event
+of its saga at all. The size is checked first, so an oversized entry costs a length, not
+an HMAC over it; its payload is dropped from the entry then, and its dead letter keeps
+every other field and ``payload_size`` instead.
 
 Streams that only seawall's own scripts write (a saga's compensation and outcome streams,
 made inside Redis from the saga's ledger) carry no signature: their handlers check sizes
@@ -24,11 +27,11 @@ only. Who may write there is the ACL's business (``seawall acl``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from queues import signing
 from queues.envelope import PAYLOAD, Envelope
-from queues.signing import Keyring
+from queues.signing import EntryCheck, Keyring
 from workers.errors import ConfigError, MessageTooLarge, PayloadTooLarge, SignatureError
 from workers.outcome import Outcome
 
@@ -51,9 +54,10 @@ def script_written(stream: str) -> bool:
     return _SCRIPT_WRITTEN.match(stream) is not None
 
 
-Admit = Callable[[Envelope], Outcome | None]
-"""One handler's check of each entry it reads: a dead-letter outcome for an entry refused
-at the door, None to let it in."""
+Admit = EntryCheck[Envelope, Outcome]
+"""One handler's check of each entry it reads: called with one, a dead-letter outcome for
+an entry refused at the door, None to let it in; ``check_all`` runs on each batch as it
+is read (``workers.runtime.consumer``)."""
 
 
 class Admission:
@@ -64,11 +68,14 @@ class Admission:
     def __init__(self, limit: int) -> None:
         self._limit = limit
 
-    def __call__(self, envelope: Envelope) -> Outcome | None:
+    def __call__(self, envelope: Envelope, /) -> Outcome | None:
         payload = envelope.fields.get(PAYLOAD)
         if payload is not None and len(payload) > self._limit:
             return too_large(envelope, self._limit)
         return None
+
+    def check_all(self, envelopes: Sequence[Envelope], /) -> None:
+        """Nothing: a length is measured when its message runs."""
 
 
 def too_large(envelope: Envelope, limit: int) -> Outcome:

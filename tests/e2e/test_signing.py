@@ -32,6 +32,7 @@ from e2e.failure_helpers import (
 from queues.breaker_store import CLOSED, read_state
 from queues.envelope import encode
 from queues.keys import PROCESSES, HandlerKeys
+from queues.streams import ensure_group, read_group
 from workers.app import App
 from workers.breaker import CircuitBreaker
 from workers.context import Context
@@ -125,6 +126,53 @@ async def test_only_messages_signed_under_a_known_key_reach_the_handler(
     assert len(breaker.window) <= len(good)
     # and nothing is anywhere else.
     assert await where(aredis, keys) == Where(dlq=sorted(rejected, key=list(letters).index))
+
+
+async def test_entries_taken_over_from_a_dead_consumer_are_checked_one_by_one(
+        lab: Lab, aredis: aioredis.Redis) -> None:
+    """A batch read by the pool is checked as it is read; entries it claims from a dead
+    consumer were never in such a batch, and are checked when they run."""
+    stream, name = lab.stream("orders"), lab.name("charge")
+    handled: list[str] = []
+    app = lab.app = signing_app(lab, claim_after=0.5, signing_keys={"k1": K1})
+
+    @app.handler(stream, name=name, breaker=None)
+    async def charge(order: Order, ctx: Context) -> None:
+        handled.append(ctx.message_id)
+
+    keys = lab.keys(name)
+    # Given signed and unsigned messages that a consumer read and then died with,
+    signed = [await app.apublish(stream, {"n": i}) for i in range(3)]
+    unsigned = []
+    for i in range(2):
+        fields = encode({"n": 10 + i})
+        await aredis.xadd(stream, fields)  # type: ignore[arg-type]
+        unsigned.append(str(fields["id"]))
+    await ensure_group(aredis, stream, keys.group)
+    taken = await read_group(aredis, keys.group, "gone", [stream], count=10, block_ms=None)
+    assert len(taken) == 5
+    assert await where(aredis, keys) == Where(pending=dict.fromkeys(signed + unsigned, 1))
+
+    # when a pool takes them over,
+    async with PoolRun(app) as pool:
+        await pool.until(lambda: len(handled) == 3, within=15, what="the signed ones")
+        await pool.until(lambda: _count(aredis, keys.dlq, 2), within=10,
+                         what="the unsigned ones dead-lettered")
+        await pool.until(lambda: _only_dead_letters(aredis, keys), within=10,
+                         what="all acked")
+
+    # then the signed ones ran once each, the others are SignatureError dead letters,
+    # and nothing is anywhere else.
+    assert sorted(handled) == sorted(signed)
+    letters = {f["id"]: f for _, f in await dead_letters(aredis, keys)}
+    assert sorted(letters) == sorted(unsigned)
+    assert {f["dlq_error_type"] for f in letters.values()} == {"SignatureError"}
+    assert await where(aredis, keys) == Where(dlq=list(letters))
+
+
+async def _only_dead_letters(client: aioredis.Redis, keys: HandlerKeys) -> bool:
+    now = await where(client, keys)
+    return now.everywhere() == now.dlq
 
 
 async def _count(client: aioredis.Redis, key: str, n: int) -> bool:

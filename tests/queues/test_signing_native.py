@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from queues import signing
-from queues.envelope import Envelope
+from queues.envelope import UNCHECKED, Envelope
 from queues.signing import (
     _KNOWN,
     MALFORMED,
@@ -149,9 +149,10 @@ def test_keyrings_use_the_c_verifier_when_it_was_built() -> None:
 def test_the_c_admission_lets_in_what_the_verdict_signs(
         fields: dict[bytes, bytes], stream: bytes, secret: bytes, limit: int,
         data: st.DataObject) -> None:
-    """``Keyring.admission``'s C callable (what a pool calls on every entry) answers as
-    ``verdict`` does: None for a signed entry within the limit, else the refusal made
-    from the verdict and the entry itself."""
+    """``Keyring.admission``'s C callable (what a pool calls on every entry) and its
+    Python twin answer as ``verdict`` does, for an entry checked with its batch
+    (``check_all``) and for one checked alone: None for a signed entry within the limit,
+    else the refusal made from the verdict and the entry itself."""
     native, pure = both(secret)
     assert signing.NATIVE is not None
     refused: list[tuple[int, object]] = []
@@ -160,18 +161,40 @@ def test_the_c_admission_lets_in_what_the_verdict_signs(
         refused.append((verdict, entry))
         return "refused"
 
-    admit = signing._NativeAdmission(native, stream, limit, refuse)
     signed = {**fields, SIG: b"k1:" + pure.mac(fields, stream, b"k1")}
     tampered = {**signed, data.draw(names.filter(lambda n: n not in signing.UNSIGNED)): b"!"}
-    for entry_fields in [signed, fields, tampered]:
-        entry = Envelope("s", "1-0", entry_fields)
-        verdict = pure.verdict(entry_fields, stream, limit)
-        answer = admit(entry)
-        if verdict == SIGNED:
-            assert answer is None and not refused
-        else:
-            assert answer == "refused" and refused == [(verdict, entry)]
-        refused.clear()
+    for admit in [signing._NativeAdmission(native, stream, limit, refuse),
+                  signing.PureAdmission(pure, stream, limit, refuse)]:
+        batch = [Envelope("s", "1-0", dict(f)) for f in [signed, fields, tampered]]
+        alone = [Envelope("s", "1-0", dict(f)) for f in [signed, fields, tampered]]
+        admit.check_all(batch)
+        for entry, unchecked in zip(batch, alone, strict=True):
+            verdict = pure.verdict(entry.fields, stream, limit)
+            assert entry.verdict == verdict and unchecked.verdict == UNCHECKED
+            for each in [entry, unchecked]:  # the verdict left on it, or made then
+                answer = admit(each)
+                if verdict == SIGNED:
+                    assert answer is None and not refused
+                else:
+                    assert answer == "refused" and refused == [(verdict, each)]
+                refused.clear()
+
+
+def test_a_checked_entry_is_judged_by_the_verdict_left_on_it() -> None:
+    """The check of one entry reads what ``check_all`` left when its batch was read: the
+    fields as read from Redis are what was checked, whatever a middleware did since."""
+    native, pure = both(b"k" * 32)
+    fields = {b"payload": b"{}"}
+    signed = {**fields, SIG: b"k1:" + pure.mac(fields, b"s", b"k1")}
+    for admit in [signing._NativeAdmission(native, b"s", ANY, lambda v, e: v),
+                  signing.PureAdmission(pure, b"s", ANY, lambda v, e: v)]:
+        good, bad = Envelope("s", "1-0", dict(signed)), Envelope("s", "1-1", dict(fields))
+        admit.check_all([good, bad])
+        good.fields[b"payload"] = b"changed after the check"
+        bad.fields[SIG] = signed[SIG]
+        assert (admit(good), admit(bad)) == (None, NOT_SIGNED)
+        good.verdict = bad.verdict = UNCHECKED  # (as an entry claimed from a dead consumer)
+        assert (admit(good), admit(bad)) == (MISMATCH, None)
 
 
 def test_the_c_admission_takes_one_entry_and_lets_errors_through() -> None:
@@ -184,8 +207,12 @@ def test_the_c_admission_takes_one_entry_and_lets_errors_through() -> None:
     admit = signing._NativeAdmission(native, b"s", ANY, refuse)
     with pytest.raises(RuntimeError, match="refusal 1 failed"):
         admit(Envelope("s", "1-0", {b"payload": b"{}"}))
-    with pytest.raises(AttributeError, match="fields"):
+    with pytest.raises(AttributeError, match="verdict"):
         admit(object())
+    with pytest.raises(TypeError, match="sequence of entries"):
+        admit.check_all(3)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError, match="fields"):
+        admit.check_all([object()])
     with pytest.raises(TypeError, match="must be a dict"):
         admit(Envelope("s", "1-0", [(SIG, b"x")]))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="one entry"):

@@ -47,7 +47,8 @@ class HandlerConsumer:
                  batch_size: int, limiter: CapacityLimiter, dispatcher: Dispatcher,
                  runner: Runner, in_flight: InFlight, gate: BreakerGate | None,
                  has_fallback: bool, idempotent: bool, claim_after: float,
-                 max_deliveries: int, nudge_acker: Callable[[], None]) -> None:
+                 max_deliveries: int, nudge_acker: Callable[[], None],
+                 check_all: Callable[[list[Envelope]], None] | None = None) -> None:
         self.name = name
         self.keys = keys
         self.client = client
@@ -65,6 +66,9 @@ class HandlerConsumer:
         self._has_fallback = has_fallback
         self._idempotent = idempotent
         self._nudge_acker = nudge_acker
+        self._check_all = check_all
+        """The handler's admission, for each batch as it is read (a signing app checks
+        its signatures there, ``workers.integrity``)."""
         self.diverted: set[EntryKey] = set()
         """Entries read while the breaker was shut, or beyond the probes granted: they go
         to the fallback or are parked (``BreakerLayer``)."""
@@ -152,6 +156,8 @@ class HandlerConsumer:
             if gate is not None and gate.holds_idle_lease:
                 self._nudge_acker()  # the next flush gives the lease back
             return 0
+        if self._check_all is not None:
+            self._check_all(entries)
         if self._idempotent:
             await self._look_up_done(entries)
         if divert_all:

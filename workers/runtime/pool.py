@@ -363,11 +363,12 @@ class Pool:
             [done] = await idempotency.completed(client, [keys.done(envelope.message_id)])
             return done
 
+        admission = self.app.integrity.admission(spec.stream)
         stack = build_stack(spec, executor=executor, timeout=timeout,
                             app_middleware=self.app.middleware_stack, gate=gate,
                             diverted=diverted, done_at_fetch=done_at_fetch,
                             look_up_done=look_up_done, tracing=self.app.tracing,
-                            integrity=self.app.integrity)
+                            integrity=self.app.integrity, admission=admission)
         runner = Runner(name=spec.name, pool=pool.name, stream=spec.stream, stack=stack,
                         settler=settler, limiter=self.limiter, in_flight=in_flight,
                         timeout=timeout, policy=spec.retry_policy)
@@ -378,7 +379,7 @@ class Pool:
             has_fallback=spec.fallback is not None, idempotent=spec.idempotent,
             claim_after=spec.claim_after or pool.claim_after,
             max_deliveries=spec.max_deliveries or pool.max_deliveries,
-            nudge_acker=acker.nudge)
+            nudge_acker=acker.nudge, check_all=admission.check_all)
         consumer.diverted = diverted
         consumer.done_at_fetch = done_at_fetch
         return consumer

@@ -39,7 +39,7 @@ from workers.runtime.gate import BreakerGate
 from workers.runtime.policy import failure_outcome
 
 if TYPE_CHECKING:
-    from workers.integrity import Integrity
+    from workers.integrity import Admit, Integrity
     from workers.runtime.tracing import Tracing
 
 log = logging.getLogger("seawall.stack")
@@ -58,9 +58,12 @@ class Invoke:
 
     def __init__(self, spec: HandlerSpec, func: HandlerFunc, executor: Executor, *,
                  timeout: float | None, fallback: bool = False,
-                 integrity: Integrity | None = None) -> None:
-        # size limit and signature, checked before decoding (workers.integrity)
-        self._admit = integrity.admission(spec.stream) if integrity is not None else None
+                 integrity: Integrity | None = None, admission: Admit | None = None) -> None:
+        # size limit and signature, checked before decoding (workers.integrity); the
+        # handler's consumer shares ``admission`` to check each batch as it reads it
+        if admission is None and integrity is not None:
+            admission = integrity.admission(spec.stream)
+        self._admit = admission
         self._seal = integrity.seal if integrity is not None else None
         self._spec = spec
         self._func = func
@@ -230,14 +233,20 @@ def build_stack(spec: HandlerSpec, *, executor: Executor, timeout: float | None,
                 app_middleware: Sequence[Middleware], gate: BreakerGate | None,
                 diverted: set[EntryKey], done_at_fetch: dict[EntryKey, bool],
                 look_up_done: Callable[[Envelope], Awaitable[bool]],
-                tracing: Tracing | None = None, integrity: Integrity | None = None) -> Next:
-    """The handler's whole stack, outermost layer returned."""
-    top: Next = Invoke(spec, spec.handler, executor, timeout=timeout, integrity=integrity)
+                tracing: Tracing | None = None, integrity: Integrity | None = None,
+                admission: Admit | None = None) -> Next:
+    """The handler's whole stack, outermost layer returned. ``admission``: the check of
+    the entries it reads, shared with its consumer (built from ``integrity`` if not
+    given)."""
+    if admission is None and integrity is not None:
+        admission = integrity.admission(spec.stream)
+    top: Next = Invoke(spec, spec.handler, executor, timeout=timeout, integrity=integrity,
+                       admission=admission)
     if spec.idempotent:
         top = IdempotencyLayer(top, done_at_fetch, look_up_done)
     if gate is not None:
         fallback = (Invoke(spec, spec.fallback, executor, timeout=timeout, fallback=True,
-                           integrity=integrity)
+                           integrity=integrity, admission=admission)
                     if spec.fallback is not None else None)
         top = BreakerLayer(top, gate, diverted, fallback)
     user = [*app_middleware, *spec.middleware]
