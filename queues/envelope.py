@@ -35,6 +35,7 @@ ORIGIN_ENTRY_ID = b"origin_entry_id"
 UNCHECKED = -1
 """``Envelope.verdict`` of an entry whose signature was not checked with its batch."""
 
+
 class EnvelopeError(ValueError):
     """An entry that cannot be a message (no ``payload``); it goes to the dead letters."""
 
