@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import sys
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
@@ -30,8 +31,8 @@ from queues.signing import (
     canonical_raw,
 )
 
-pytestmark = pytest.mark.skipif(
-    signing.NATIVE is None,
+sigcheck: Any = pytest.importorskip(
+    "queues._sigcheck",
     reason="queues._sigcheck was not built (no C compiler or OpenSSL headers when seawall "
            "was installed)")
 
@@ -44,10 +45,10 @@ entries = st.dictionaries(names, values, max_size=20)
 secrets = st.binary(min_size=32, max_size=150)
 
 
-def both(secret: bytes) -> tuple[signing.SignatureVerifier, PureVerifier]:
-    assert signing.NATIVE is not None
+def both(secret: bytes) -> tuple[Any, PureVerifier]:
+    """The C verifier and the Python one, of the same keys."""
     args = ({b"k1": secret, b"k-2": secret + b"2"}, VERSION, NAMED, _KNOWN, SIG)
-    return signing.NATIVE(*args), PureVerifier(*args)
+    return sigcheck.Verifier(*args), PureVerifier(*args)
 
 
 @settings(max_examples=200, deadline=None)
@@ -114,19 +115,18 @@ def test_the_c_and_python_verdicts_agree(fields: dict[bytes, bytes], stream: byt
 def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
     native, _ = both(b"k" * 32)
     with pytest.raises(TypeError, match="dict"):
-        native.verdict([(SIG, b"x")], b"s", ANY)  # type: ignore[arg-type]
+        native.verdict([(SIG, b"x")], b"s", ANY)
     with pytest.raises(TypeError, match="must be bytes or str, not int"):
-        native.verdict({b"payload": 1, SIG: b"k1:x"}, b"s", ANY)  # type: ignore[dict-item]
+        native.verdict({b"payload": 1, SIG: b"k1:x"}, b"s", ANY)
     with pytest.raises(TypeError, match="must be bytes or str, not int"):
-        native.mac({1: b"x"}, b"s", b"k1")  # type: ignore[dict-item]
+        native.mac({1: b"x"}, b"s", b"k1")
     with pytest.raises(UnicodeEncodeError):
         native.mac({"payload": "\ud800"}, b"s", b"k1")
     with pytest.raises(KeyError):
         native.mac({}, b"s", b"k2")
     with pytest.raises(TypeError, match="initialized once"):
-        native.__init__({}, VERSION, NAMED, _KNOWN, SIG)  # type: ignore[misc]
-    assert signing.NATIVE is not None
-    bare = signing.NATIVE.__new__(signing.NATIVE)  # type: ignore[attr-defined]
+        native.__init__({}, VERSION, NAMED, _KNOWN, SIG)
+    bare = sigcheck.Verifier.__new__(sigcheck.Verifier)
     with pytest.raises(TypeError, match="not initialized"):
         bare.verdict({SIG: b"k1:x"}, b"s", ANY)
 
@@ -134,14 +134,13 @@ def test_what_is_not_an_entry_read_from_redis_is_a_type_error() -> None:
 def test_a_version_that_is_not_whole_blocks_is_refused() -> None:
     """The C verifier hashes the version into each key's state once: it must end on a
     block's end, or every message would be hashed from the middle of a block."""
-    assert signing.NATIVE is not None
     with pytest.raises(ValueError, match="whole blocks of 64 bytes"):
-        signing.NATIVE({b"k1": b"k" * 32}, b"seawall-sig-v2\n", NAMED, _KNOWN, SIG)
+        sigcheck.Verifier({b"k1": b"k" * 32}, b"seawall-sig-v2\n", NAMED, _KNOWN, SIG)
 
 
 def test_keyrings_use_the_c_verifier_when_it_was_built() -> None:
     ring = signing.Keyring({"k1": "k" * 32}, "k1")
-    assert type(ring._verifier) is signing.NATIVE
+    assert type(ring._verifier) is signing.NATIVE is sigcheck.Verifier
 
 
 @settings(max_examples=100, deadline=None)
@@ -154,16 +153,15 @@ def test_the_c_admission_lets_in_what_the_verdict_signs(
     (``check_all``) and for one checked alone: None for a signed entry within the limit,
     else the refusal made from the verdict and the entry itself."""
     native, pure = both(secret)
-    assert signing.NATIVE is not None
-    refused: list[tuple[int, object]] = []
+    refused: list[tuple[int, Envelope]] = []
 
-    def refuse(verdict: int, entry: object) -> str:
+    def refuse(verdict: int, entry: Envelope) -> str:
         refused.append((verdict, entry))
         return "refused"
 
     signed = {**fields, SIG: b"k1:" + pure.mac(fields, stream, b"k1")}
     tampered = {**signed, data.draw(names.filter(lambda n: n not in signing.UNSIGNED)): b"!"}
-    for admit in [signing._NativeAdmission(native, stream, limit, refuse),
+    for admit in [sigcheck.Admission(native, stream, limit, refuse),
                   signing.PureAdmission(pure, stream, limit, refuse)]:
         batch = [Envelope("s", "1-0", dict(f)) for f in [signed, fields, tampered]]
         alone = [Envelope("s", "1-0", dict(f)) for f in [signed, fields, tampered]]
@@ -186,7 +184,7 @@ def test_a_checked_entry_is_judged_by_the_verdict_left_on_it() -> None:
     native, pure = both(b"k" * 32)
     fields = {b"payload": b"{}"}
     signed = {**fields, SIG: b"k1:" + pure.mac(fields, b"s", b"k1")}
-    for admit in [signing._NativeAdmission(native, b"s", ANY, lambda v, e: v),
+    for admit in [sigcheck.Admission(native, b"s", ANY, lambda v, e: v),
                   signing.PureAdmission(pure, b"s", ANY, lambda v, e: v)]:
         good, bad = Envelope("s", "1-0", dict(signed)), Envelope("s", "1-1", dict(fields))
         admit.check_all([good, bad])
@@ -199,18 +197,17 @@ def test_a_checked_entry_is_judged_by_the_verdict_left_on_it() -> None:
 
 def test_the_c_admission_takes_one_entry_and_lets_errors_through() -> None:
     native, _ = both(b"k" * 32)
-    assert signing.NATIVE is not None
 
     def refuse(verdict: int, entry: object) -> None:
         raise RuntimeError(f"refusal {verdict} failed")
 
-    admit = signing._NativeAdmission(native, b"s", ANY, refuse)
+    admit = sigcheck.Admission(native, b"s", ANY, refuse)
     with pytest.raises(RuntimeError, match="refusal 1 failed"):
         admit(Envelope("s", "1-0", {b"payload": b"{}"}))
     with pytest.raises(AttributeError, match="verdict"):
         admit(object())
     with pytest.raises(TypeError, match="sequence of entries"):
-        admit.check_all(3)  # type: ignore[arg-type]
+        admit.check_all(3)
     with pytest.raises(AttributeError, match="fields"):
         admit.check_all([object()])
     with pytest.raises(TypeError, match="must be a dict"):
@@ -218,7 +215,7 @@ def test_the_c_admission_takes_one_entry_and_lets_errors_through() -> None:
     with pytest.raises(TypeError, match="one entry"):
         admit(Envelope("s", "1-0", {}), Envelope("s", "1-0", {}))
     with pytest.raises(TypeError, match="callable"):
-        signing._NativeAdmission(native, b"s", ANY, "not callable")  # type: ignore[arg-type]
-    bare = signing.NATIVE.__new__(signing.NATIVE)  # type: ignore[attr-defined]
+        sigcheck.Admission(native, b"s", ANY, "not callable")
+    bare = sigcheck.Verifier.__new__(sigcheck.Verifier)
     with pytest.raises(TypeError, match="not initialized"):
-        signing._NativeAdmission(bare, b"s", ANY, refuse)
+        sigcheck.Admission(bare, b"s", ANY, refuse)
