@@ -61,8 +61,6 @@ class Invoke:
                  integrity: Integrity | None = None, admission: Admit | None = None) -> None:
         # size limit and signature, checked before decoding (workers.integrity); the
         # handler's consumer shares ``admission`` to check each batch as it reads it
-        if admission is None and integrity is not None:
-            admission = integrity.admission(spec.stream)
         self._admit = admission
         self._seal = integrity.seal if integrity is not None else None
         self._spec = spec
