@@ -37,6 +37,7 @@ from workers.app import App
 from workers.breaker import CircuitBreaker
 from workers.context import Context
 from workers.errors import NonRetryable
+from workers.integrity import Integrity
 
 pytestmark = pytest.mark.slow
 
@@ -163,6 +164,55 @@ async def test_entries_taken_over_from_a_dead_consumer_are_checked_one_by_one(
 
     # then the signed ones ran once each, the others are SignatureError dead letters,
     # and nothing is anywhere else.
+    assert sorted(handled) == sorted(signed)
+    letters = {f["id"]: f for _, f in await dead_letters(aredis, keys)}
+    assert sorted(letters) == sorted(unsigned)
+    assert {f["dlq_error_type"] for f in letters.values()} == {"SignatureError"}
+    assert await where(aredis, keys) == Where(dlq=list(letters))
+
+
+async def test_a_batch_check_that_fails_leaves_each_entry_to_be_checked_alone(
+        lab: Lab, aredis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the check of a whole batch raises, the pool goes on: each entry of that
+    batch is checked when it runs, and ends handled or dead-lettered."""
+    stream, name = lab.stream("orders"), lab.name("charge")
+    handled: list[str] = []
+    app = lab.app = signing_app(lab, signing_keys={"k1": K1})
+
+    @app.handler(stream, name=name, breaker=None)
+    async def charge(order: Order, ctx: Context) -> None:
+        handled.append(ctx.message_id)
+
+    class BatchCheckFails:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __call__(self, envelope: Any) -> Any:
+            return self.inner(envelope)
+
+        def check_all(self, envelopes: Any) -> None:
+            raise MemoryError("no room for a batch's verdicts")
+
+    admission = Integrity.admission
+    monkeypatch.setattr(Integrity, "admission",
+                        lambda self, stream: BatchCheckFails(admission(self, stream)))
+    keys = lab.keys(name)
+    # Given signed and unsigned messages, and a batch check that always fails,
+    signed = [await app.apublish(stream, {"n": i}) for i in range(3)]
+    unsigned = []
+    for i in range(2):
+        fields = encode({"n": 10 + i})
+        await aredis.xadd(stream, fields)  # type: ignore[arg-type]
+        unsigned.append(str(fields["id"]))
+
+    # when a pool reads them,
+    async with PoolRun(app) as pool:
+        await pool.until(lambda: len(handled) == 3, within=10, what="the signed ones")
+        await pool.until(lambda: _only_dead_letters(aredis, keys), within=10,
+                         what="all acked")
+
+    # then the signed ones ran once each, the unsigned ones are SignatureError dead
+    # letters, and nothing is anywhere else.
     assert sorted(handled) == sorted(signed)
     letters = {f["id"]: f for _, f in await dead_letters(aredis, keys)}
     assert sorted(letters) == sorted(unsigned)

@@ -48,7 +48,7 @@ class HandlerConsumer:
                  runner: Runner, in_flight: InFlight, gate: BreakerGate | None,
                  has_fallback: bool, idempotent: bool, claim_after: float,
                  max_deliveries: int, nudge_acker: Callable[[], None],
-                 check_all: Callable[[list[Envelope]], None] | None = None) -> None:
+                 check_all: Callable[[list[Envelope]], None]) -> None:
         self.name = name
         self.keys = keys
         self.client = client
@@ -156,8 +156,7 @@ class HandlerConsumer:
             if gate is not None and gate.holds_idle_lease:
                 self._nudge_acker()  # the next flush gives the lease back
             return 0
-        if self._check_all is not None:
-            self._check_all(entries)
+        self._check_batch(entries)
         if self._idempotent:
             await self._look_up_done(entries)
         if divert_all:
@@ -227,6 +226,16 @@ class HandlerConsumer:
     async def drain(self) -> None:
         """Wait until none of this handler's messages is queued or running."""
         await self.in_flight.drained()
+
+    def _check_batch(self, envelopes: list[Envelope]) -> None:
+        """The admission's check of a fetched batch (a signing app's signatures, in one
+        loop). If it fails, the entries it did not reach keep no verdict and each is
+        checked when it runs, where an error is that message's failure, not the pool's."""
+        try:
+            self._check_all(envelopes)
+        except Exception as exc:
+            log.warning("could not check a fetched batch; each message will be checked "
+                        "when it runs", extra={"handler": self.name, "error": repr(exc)})
 
     async def _look_up_done(self, envelopes: list[Envelope]) -> None:
         """Which of a fetched batch an idempotent handler already completed: one script
